@@ -1,0 +1,107 @@
+//! Command-line flags. Every flag is optional and overrides the matching `proxy.toml` key.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{ConfigError, Settings};
+
+/// Transparent caching reverse proxy sidecar for the memU memory API.
+#[derive(Debug, Parser)]
+#[command(name = "memu-proxy", version, about)]
+pub struct Cli {
+    /// Config file (default: ./proxy.toml when present, else built-in defaults).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8100 (server.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Separate listener for /metrics and /healthz (server.admin_listen).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// memU base URL, e.g. http://127.0.0.1:8000 (upstream.url).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Hard upstream deadline in milliseconds (upstream.timeout_ms).
+    #[arg(long, value_name = "N")]
+    pub timeout_ms: Option<u64>,
+    /// Seconds a cached answer stays fresh (cache.ttl_secs).
+    #[arg(long, value_name = "N")]
+    pub cache_ttl_secs: Option<u64>,
+    /// Cache size bound in bytes (cache.max_bytes).
+    #[arg(long, value_name = "N")]
+    pub cache_max_bytes: Option<u64>,
+    /// Largest accepted request body in bytes (server.max_body_bytes).
+    #[arg(long, value_name = "N")]
+    pub max_body_bytes: Option<u64>,
+    /// Validate the configuration, print the effective values, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl Cli {
+    /// Loads the config file (explicit, or `./proxy.toml` when present) and applies the flags.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let default_path = PathBuf::from("proxy.toml");
+        let mut settings = match &self.config {
+            Some(path) => Settings::from_file(path)?,
+            None if default_path.is_file() => Settings::from_file(&default_path)?,
+            None => Settings::default(),
+        };
+        self.apply(&mut settings);
+        Ok(settings)
+    }
+
+    fn apply(&self, s: &mut Settings) {
+        if let Some(v) = &self.listen {
+            s.server.listen.clone_from(v);
+        }
+        if let Some(v) = &self.admin_listen {
+            s.server.admin_listen = Some(v.clone());
+        }
+        if let Some(v) = &self.upstream {
+            s.upstream.url.clone_from(v);
+        }
+        if let Some(v) = self.timeout_ms {
+            s.upstream.timeout_ms = v;
+        }
+        if let Some(v) = self.cache_ttl_secs {
+            s.cache.ttl_secs = v;
+        }
+        if let Some(v) = self.cache_max_bytes {
+            s.cache.max_bytes = v;
+        }
+        if let Some(v) = self.max_body_bytes {
+            s.server.max_body_bytes = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::parse_from([
+            "memu-proxy",
+            "--listen",
+            "127.0.0.1:9",
+            "--upstream",
+            "http://10.0.0.1:1/memu",
+            "--timeout-ms",
+            "750",
+            "--cache-ttl-secs",
+            "7",
+            "--cache-max-bytes",
+            "9999",
+        ]);
+        let mut s = Settings::default();
+        cli.apply(&mut s);
+        assert_eq!(s.server.listen, "127.0.0.1:9");
+        assert_eq!(s.upstream.url, "http://10.0.0.1:1/memu");
+        assert_eq!(s.upstream.timeout_ms, 750);
+        assert_eq!(s.cache.ttl_secs, 7);
+        assert_eq!(s.cache.max_bytes, 9999);
+    }
+}

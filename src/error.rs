@@ -1,0 +1,78 @@
+//! The proxy's own error responses, built in one place.
+//!
+//! Each condition maps to exactly one status in [`ProxyError::status`] (an exhaustive match), and
+//! to a FastAPI-shaped `{"detail": "..."}` body, the shape memU's own errors have and its SDK reads.
+//! These are only ever used where the proxy cannot honestly answer otherwise: reads that fail get
+//! the empty fallback instead (see `fallback.rs`).
+
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use crate::body::{full, BoxError, ProxyBody};
+use crate::upstream::UpstreamError;
+
+/// A request the proxy answers itself with an error status.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("request body exceeds the {limit}-byte limit")]
+    BodyTooLarge { limit: usize },
+    #[error("could not read the request body")]
+    BodyRead(#[source] BoxError),
+    #[error("the request cannot be forwarded: {0}")]
+    BadRequest(#[source] http::Error),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    /// The HTTP status this error is reported with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyRead(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Upstream(e) => match e {
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::Connect(_) | UpstreamError::Exchange(_) | UpstreamError::TooLarge(_) => {
+                    StatusCode::BAD_GATEWAY
+                }
+                UpstreamError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            },
+        }
+    }
+
+    /// The response the client receives.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body = json!({ "detail": self.to_string() }).to_string();
+        let mut response = Response::new(full(body));
+        *response.status_mut() = self.status();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn each_condition_has_its_status() {
+        let io = || -> BoxError { "boom".into() };
+        let cases = [
+            (ProxyError::BodyTooLarge { limit: 1 }, 413),
+            (ProxyError::BodyRead(io()), 400),
+            (UpstreamError::Timeout(Duration::from_secs(2)).into(), 504),
+            (UpstreamError::Exchange(io()).into(), 502),
+            (UpstreamError::TooLarge(10).into(), 502),
+            (UpstreamError::RequestTooLarge.into(), 413),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        }
+    }
+}

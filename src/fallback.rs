@@ -1,0 +1,92 @@
+//! The well-formed empty answer for a retrieval memU could not give in time.
+//!
+//! These are the minimal bodies the real `memu-py` SDK parses without error (memu-api.md §4),
+//! echoing the query exactly as the client sent it, because the SDK's models require the echo.
+//! Only reads get a fallback; writes are never faked. Pure.
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::routes::ReadRoute;
+
+/// Why a fallback was served; the `detail` of `Cache-Status` and a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FallbackReason {
+    /// The upstream exchange did not finish within the deadline.
+    Timeout,
+    /// memU could not be connected to.
+    Connect,
+    /// memU answered with a 5xx status.
+    Upstream5xx,
+    /// memU answered 200 with a body that is not JSON.
+    InvalidJson,
+    /// The exchange broke after connecting (reset, truncated or oversized body).
+    UpstreamError,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::Timeout => "timeout",
+            FallbackReason::Connect => "connect",
+            FallbackReason::Upstream5xx => "upstream-5xx",
+            FallbackReason::InvalidJson => "invalid-json",
+            FallbackReason::UpstreamError => "upstream-error",
+        }
+    }
+}
+
+/// The empty answer for `route`, echoing `query` (the client's `query` / `category_query`).
+pub fn empty_body(route: ReadRoute, query: Option<&str>) -> Bytes {
+    let query = query.unwrap_or_default();
+    let body = match route {
+        ReadRoute::RelatedMemoryItems => json!({
+            "related_memories": [],
+            "query": query,
+            "total_found": 0,
+            "search_params": {},
+        }),
+        ReadRoute::DefaultCategories => json!({
+            "categories": [],
+            "total_categories": 0,
+        }),
+        ReadRoute::RelatedClusteredCategories => json!({
+            "clustered_categories": [],
+            "category_query": query,
+            "total_categories_found": 0,
+            "search_params": {},
+        }),
+    };
+    Bytes::from(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn bodies_have_every_field_the_sdk_requires() {
+        let cases: &[(ReadRoute, Option<&str>, Value)] = &[
+            (
+                ReadRoute::RelatedMemoryItems,
+                Some("你好 \"cats\""),
+                json!({"related_memories": [], "query": "你好 \"cats\"", "total_found": 0, "search_params": {}}),
+            ),
+            (
+                ReadRoute::DefaultCategories,
+                None,
+                json!({"categories": [], "total_categories": 0}),
+            ),
+            (
+                ReadRoute::RelatedClusteredCategories,
+                Some("pets"),
+                json!({"clustered_categories": [], "category_query": "pets", "total_categories_found": 0, "search_params": {}}),
+            ),
+        ];
+        for (route, query, want) in cases {
+            let got: Value = serde_json::from_slice(&empty_body(*route, *query)).unwrap();
+            assert_eq!(&got, want, "{route:?}");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Header handling shared by every route: hop-by-hop stripping, the client's `Cache-Control`
+//! request directives, and the `Cache-Status` (RFC 9211) and `Server-Timing` (W3C) values the
+//! proxy adds. Pure.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including any named in `Connection`, and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(named.iter()).chain([&header::UPGRADE]) {
+        headers.remove(name);
+    }
+}
+
+/// What the client's `Cache-Control` allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCache {
+    /// Use the cache normally.
+    Normal,
+    /// `no-cache`: do not answer from the cache, but store the fresh answer.
+    Revalidate,
+    /// `no-store`: bypass the cache entirely.
+    Bypass,
+}
+
+/// Reads the request's `Cache-Control` directives.
+pub fn client_cache(headers: &HeaderMap) -> ClientCache {
+    let mut mode = ClientCache::Normal;
+    for directive in headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let name = directive.split('=').next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("no-store") {
+            return ClientCache::Bypass;
+        }
+        if name.eq_ignore_ascii_case("no-cache") {
+            mode = ClientCache::Revalidate;
+        }
+    }
+    mode
+}
+
+/// How a response relates to the cache, rendered as one `Cache-Status` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub hit: bool,
+    /// RFC 9211 `fwd` reason: `miss`, `request`, `bypass`.
+    pub fwd: Option<&'static str>,
+    pub stored: bool,
+    pub collapsed: bool,
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    pub const NAME: &'static str = "memu-proxy";
+
+    pub const HIT: CacheStatus = CacheStatus {
+        hit: true,
+        fwd: None,
+        stored: false,
+        collapsed: false,
+        detail: None,
+    };
+
+    /// Forwarded because the cache does not handle this request.
+    pub const BYPASS: CacheStatus = CacheStatus::forwarded("bypass");
+
+    /// Forwarded with the given `fwd` reason.
+    pub const fn forwarded(fwd: &'static str) -> CacheStatus {
+        CacheStatus {
+            hit: false,
+            fwd: Some(fwd),
+            stored: false,
+            collapsed: false,
+            detail: None,
+        }
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        let mut out = String::from(Self::NAME);
+        if self.hit {
+            out.push_str("; hit");
+        }
+        if let Some(fwd) = self.fwd {
+            let _ = write!(out, "; fwd={fwd}");
+        }
+        if self.stored {
+            out.push_str("; stored");
+        }
+        if self.collapsed {
+            out.push_str("; collapsed");
+        }
+        if let Some(detail) = self.detail {
+            let _ = write!(out, "; detail={detail}");
+        }
+        HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(Self::NAME))
+    }
+}
+
+/// One `Server-Timing` entry, durations in milliseconds with microsecond precision.
+pub fn server_timing(metrics: &[(&str, Duration)]) -> HeaderValue {
+    let mut out = String::new();
+    for (name, duration) in metrics {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{name};dur={:.3}", duration.as_secs_f64() * 1000.0);
+    }
+    HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped_and_others_kept() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "secret"),
+            ("authorization", "Bearer k"),
+            ("x-custom", "kept"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["authorization", "content-type", "x-custom"]);
+    }
+
+    #[test]
+    fn cache_control_directives() {
+        let cases = [
+            ("", ClientCache::Normal),
+            ("max-age=0", ClientCache::Normal),
+            ("no-cache", ClientCache::Revalidate),
+            ("No-Cache, max-age=5", ClientCache::Revalidate),
+            ("no-cache, no-store", ClientCache::Bypass),
+            ("no-store", ClientCache::Bypass),
+        ];
+        for (value, want) in cases {
+            let mut h = HeaderMap::new();
+            if !value.is_empty() {
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+            }
+            assert_eq!(client_cache(&h), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn cache_status_values() {
+        let cases = [
+            (CacheStatus::HIT, "memu-proxy; hit"),
+            (CacheStatus::BYPASS, "memu-proxy; fwd=bypass"),
+            (
+                CacheStatus { stored: true, ..CacheStatus::forwarded("miss") },
+                "memu-proxy; fwd=miss; stored",
+            ),
+            (
+                CacheStatus { collapsed: true, ..CacheStatus::forwarded("miss") },
+                "memu-proxy; fwd=miss; collapsed",
+            ),
+            (
+                CacheStatus { detail: Some("timeout"), ..CacheStatus::forwarded("miss") },
+                "memu-proxy; fwd=miss; detail=timeout",
+            ),
+        ];
+        for (status, want) in cases {
+            assert_eq!(status.header_value(), want);
+        }
+    }
+
+    #[test]
+    fn server_timing_format() {
+        let v = server_timing(&[
+            ("cache", Duration::from_micros(20)),
+            ("upstream", Duration::from_micros(812_400)),
+        ]);
+        assert_eq!(v, "cache;dur=0.020, upstream;dur=812.400");
+    }
+}

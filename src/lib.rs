@@ -1,0 +1,101 @@
+//! memu-proxy: a transparent caching reverse proxy sidecar for the memU memory API.
+//!
+//! An AI VTuber app points its memU `base_url` here. Every request is forwarded faithfully;
+//! retrievals are answered from a cache keyed by the normalised query and every field that changes
+//! the answer, within a hard deadline, with a well-formed empty answer when memU is slow or down.
+//! Writes are forwarded (never faked) and invalidate the writer's cached reads.
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`cli`], [`config`] | flags and `proxy.toml` → validated [`config::Config`] |
+//! | [`server`] | accept loop, HTTP/1+2, graceful shutdown |
+//! | [`stack`] | the tower layer order: timing/logging, panics, sensitive headers, body limit |
+//! | [`proxy`] | shared state and per-request dispatch; errors become responses here |
+//! | [`routes`] | memU route classes (pure) |
+//! | [`read`] | cacheable retrievals: key → lookup → coalesced fetch → admit → answer/fallback |
+//! | [`write`] | memorize/delete: forward honestly, invalidate |
+//! | [`passthrough`] | everything else, streamed; task-status polls watched for `SUCCESS` |
+//! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations, coalescing |
+//! | [`upstream`] | the pooled client, URI rewrite, hop-by-hop headers, deadline |
+//! | [`fallback`] | the empty answers the SDK parses (pure) |
+//! | [`headers`] | `Cache-Status`, `Server-Timing`, `Cache-Control` (pure) |
+//! | [`metrics`], [`admin`] | Prometheus registry, `/metrics`, `/healthz` |
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fallback;
+pub mod headers;
+pub mod metrics;
+pub mod passthrough;
+pub mod proxy;
+pub mod read;
+pub mod routes;
+pub mod server;
+pub mod stack;
+pub mod upstream;
+pub mod write;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+
+/// The sockets the proxy serves; bound before [`run`] so tests can bind port 0 first.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &Config) -> io::Result<Self> {
+        let main = TcpListener::bind(config.listen).await?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Self { main, admin })
+    }
+
+    /// The main listener's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.main.local_addr()
+    }
+}
+
+/// Runs the proxy until `shutdown` completes, then drains in-flight requests for at most
+/// `server.shutdown_grace_ms`.
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let metrics = Arc::new(Metrics::new());
+    let proxy = Arc::new(Proxy::new(&config, metrics));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grace = config.shutdown_grace;
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(server::serve(
+        listeners.main,
+        stack::service(Arc::clone(&proxy)),
+        stop_rx.clone(),
+        grace,
+    ));
+    if let Some(admin) = listeners.admin {
+        servers.spawn(server::serve(admin, stack::admin_service(Arc::clone(&proxy)), stop_rx, grace));
+    }
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+}

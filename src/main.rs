@@ -1,0 +1,71 @@
+//! The `memu-proxy` binary: parse flags, load and validate the config, bind, run until a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use memu_proxy::cli::Cli;
+use memu_proxy::Listeners;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match cli.settings() {
+        Ok(settings) => settings,
+        Err(error) => return fail(&error),
+    };
+    let config = match settings.validate() {
+        Ok(config) => config,
+        Err(error) => return fail(&error),
+    };
+    if cli.check_config {
+        print!("{}", settings.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error),
+    };
+    runtime.block_on(async {
+        let listeners = match Listeners::bind(&config).await {
+            Ok(listeners) => listeners,
+            Err(error) => return fail(&format!("cannot bind {}: {error}", config.listen)),
+        };
+        tracing::info!(
+            listen = %config.listen,
+            upstream = %format!("{}://{}{}", config.upstream.scheme, config.upstream.authority, config.upstream.base_path),
+            "memu-proxy listening"
+        );
+        memu_proxy::run(config, listeners, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("memu-proxy: {error}");
+    ExitCode::from(2)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,91 @@
+//! Everything that is not a cacheable read or a write: forwarded as is, bodies streamed both
+//! ways without being buffered whole (the `api/v2/chat` SSE stream arrives event by event).
+//!
+//! The deadline bounds the wait for the response head; a streaming body may then take as long as
+//! it takes. Task-status polls for memorize tasks the proxy forwarded are the one exception: their
+//! small answer is buffered to see `SUCCESS`, which invalidates the task's scope once more.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body::Body;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::body::{full, BoxError};
+use crate::error::ProxyError;
+use crate::headers::CacheStatus;
+use crate::metrics::{InvalidationCause, Outcome, RouteClassLabel};
+use crate::proxy::{add_timing, buffered_response, read_body, set_cache_status, Handled, Proxy};
+
+/// Forwards a request, streaming both bodies.
+pub async fn handle<B>(proxy: &Arc<Proxy>, request: Request<B>) -> Result<Handled, ProxyError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    let body = body.map_err(Into::into).boxed_unsync();
+    let request = proxy.upstream.request(&parts, body, false).map_err(ProxyError::BadRequest)?;
+    let started = Instant::now();
+    let response = proxy.upstream.send(request).await;
+    let upstream = started.elapsed();
+    proxy.metrics.upstream(RouteClassLabel::Passthrough, upstream);
+    let mut response = response?.map(|body| body.map_err(Into::into).boxed_unsync());
+    set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
+    add_timing(response.headers_mut(), &[("upstream", upstream)]);
+    Ok(Handled {
+        response,
+        outcome: Outcome::Miss,
+        upstream: Some(upstream),
+    })
+}
+
+/// `GET …/memorize/status/{task_id}`: watched when the proxy forwarded that memorize.
+pub async fn task_status<B>(proxy: &Arc<Proxy>, task_id: &str, request: Request<B>) -> Result<Handled, ProxyError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let Some((scope, what)) = proxy.tasks.get(task_id) else {
+        return handle(proxy, request).await;
+    };
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, proxy.max_body_bytes).await?;
+    let request = proxy.upstream.request(&parts, full(body), false).map_err(ProxyError::BadRequest)?;
+    let started = Instant::now();
+    let result = proxy.upstream.exchange(request, started + proxy.upstream.timeout()).await;
+    let upstream = started.elapsed();
+    proxy.metrics.upstream(RouteClassLabel::Status, upstream);
+    let answer = result?;
+    if answer.status.is_success() {
+        match task_state(&answer.body).as_deref() {
+            Some("SUCCESS") => {
+                proxy.invalidate(&scope, what, InvalidationCause::TaskSuccess);
+                proxy.tasks.remove(task_id);
+            }
+            Some("FAILURE") => {
+                proxy.tasks.remove(task_id);
+            }
+            _ => {}
+        }
+    }
+    let mut response = buffered_response(&answer);
+    set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
+    add_timing(response.headers_mut(), &[("upstream", upstream)]);
+    Ok(Handled {
+        response,
+        outcome: Outcome::Miss,
+        upstream: Some(upstream),
+    })
+}
+
+fn task_state(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Status {
+        status: String,
+    }
+    serde_json::from_slice::<Status>(body).ok().map(|s| s.status)
+}

@@ -1,0 +1,185 @@
+//! The proxy's state and its per-request dispatch.
+//!
+//! A request is classified by route (`routes.rs`) and handed to one of four handlers:
+//! [`crate::read`] (cacheable retrievals), [`crate::write`] (memorize/delete),
+//! [`crate::passthrough`] (task status and everything else), or [`crate::admin`]. Handlers return
+//! a [`Handled`] or a [`ProxyError`]; this module turns both into the response, in one place, and
+//! attaches the [`RequestInfo`] the outer layer logs and counts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use quick_cache::sync::Cache as BoundedMap;
+
+use crate::body::{full, is_length_limit, BoxError, ProxyBody};
+use crate::cache::inflight::Inflight;
+use crate::cache::{CacheKey, Generations, Invalidate, Scope, Scopes, Store};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::headers::{server_timing, CacheStatus};
+use crate::metrics::{InvalidationCause, Metrics, Outcome, RouteClassLabel, Snapshot};
+use crate::read::Fetched;
+use crate::routes::{classify, RouteClass};
+use crate::upstream::{Buffered, Upstream};
+
+/// A coalesced fetch is identified by the key and the generations it was started under, so a
+/// request arriving after a write never joins a fetch that began before it.
+pub type InflightKey = (CacheKey, Generations);
+
+/// Everything the handlers share.
+pub struct Proxy {
+    pub(crate) upstream: Upstream,
+    pub(crate) store: Store,
+    pub(crate) scopes: Scopes,
+    pub(crate) inflight: Arc<Inflight<InflightKey, Arc<Fetched>>>,
+    /// memorize task id → the scope to invalidate again when the task reports `SUCCESS`.
+    pub(crate) tasks: BoundedMap<Box<str>, (Scope, Invalidate)>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) cache_enabled: bool,
+    pub(crate) max_body_bytes: usize,
+}
+
+/// What a handler produced, before the common finishing.
+pub struct Handled {
+    pub response: Response<ProxyBody>,
+    pub outcome: Outcome,
+    pub upstream: Option<Duration>,
+}
+
+/// Attached to every response for the outer logging/metrics layer.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub route_class: RouteClassLabel,
+    pub outcome: Outcome,
+    pub upstream: Option<Duration>,
+    pub method: Method,
+    pub path: String,
+}
+
+impl Proxy {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        Self {
+            upstream: Upstream::new(&config.upstream),
+            store: Store::new(config.cache.max_bytes, config.cache.ttl),
+            scopes: Scopes::new(config.cache.max_scopes),
+            inflight: Arc::default(),
+            tasks: BoundedMap::new(config.cache.max_tracked_tasks),
+            metrics,
+            cache_enabled: config.cache.enabled,
+            max_body_bytes: config.max_body_bytes,
+        }
+    }
+
+    /// Handles one client request; never fails (errors become responses here).
+    pub async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (route_class, result) = match classify(&method, &path) {
+            _ if crate::admin::is_admin_path(&method, &path) => {
+                (RouteClassLabel::Admin, Ok(crate::admin::serve(self, &path)))
+            }
+            RouteClass::Read(route) => (RouteClassLabel::Read, crate::read::handle(self, route, request).await),
+            RouteClass::Write(route) => (RouteClassLabel::Write, crate::write::handle(self, route, request).await),
+            RouteClass::TaskStatus { task_id } => {
+                let task_id: Box<str> = task_id.into();
+                (
+                    RouteClassLabel::Status,
+                    crate::passthrough::task_status(self, &task_id, request).await,
+                )
+            }
+            RouteClass::PassThrough => (RouteClassLabel::Passthrough, crate::passthrough::handle(self, request).await),
+        };
+        let handled = result.unwrap_or_else(|error| {
+            tracing::debug!(%error, "proxy error response");
+            let mut response = error.into_response();
+            set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
+            Handled {
+                response,
+                outcome: Outcome::Error,
+                upstream: None,
+            }
+        });
+        let Handled {
+            mut response,
+            outcome,
+            upstream,
+        } = handled;
+        response.extensions_mut().insert(RequestInfo {
+            route_class,
+            outcome,
+            upstream,
+            method,
+            path,
+        });
+        response
+    }
+
+    /// Bumps the generations a write to `scope` invalidates, and counts it.
+    pub(crate) fn invalidate(&self, scope: &Scope, what: Invalidate, cause: InvalidationCause) {
+        self.scopes.invalidate(scope, what);
+        self.metrics.invalidation(cause);
+    }
+
+    /// Current values for the scrape-time gauges.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            cache_entries: self.store.len(),
+            cache_bytes: self.store.weight(),
+            cache_evictions: self.store.evictions(),
+            scopes: self.scopes.len(),
+            inflight: self.inflight.len(),
+        }
+    }
+}
+
+/// Reads a whole request body; the size limit itself is enforced by `RequestBodyLimitLayer`.
+pub(crate) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ProxyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if is_length_limit(error.as_ref()) => Err(ProxyError::BodyTooLarge { limit }),
+        Err(error) => Err(ProxyError::BodyRead(error)),
+    }
+}
+
+/// A response carrying a buffered upstream answer unchanged.
+pub(crate) fn buffered_response(answer: &Buffered) -> Response<ProxyBody> {
+    let mut response = Response::new(full(answer.body.clone()));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers.clone();
+    response
+}
+
+/// A 200 JSON response the proxy composed itself.
+pub(crate) fn json_response(body: Bytes) -> Response<ProxyBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub(crate) fn set_cache_status(headers: &mut HeaderMap, status: CacheStatus) {
+    headers.insert(HEADER_CACHE_STATUS, status.header_value());
+}
+
+/// Appends a `Server-Timing` entry, keeping any the upstream sent.
+pub(crate) fn add_timing(headers: &mut HeaderMap, metrics: &[(&str, Duration)]) {
+    headers.append(HEADER_SERVER_TIMING, server_timing(metrics));
+}
+
+pub(crate) const HEADER_CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
+pub(crate) const HEADER_SERVER_TIMING: header::HeaderName = header::HeaderName::from_static("server-timing");

@@ -1,0 +1,290 @@
+//! Cacheable retrievals: key → lookup → (coalesced) fetch → admit → answer or fallback.
+//!
+//! The decisions are pure ([`judge`] classifies an upstream result); the steps are named
+//! functions. A retrieval always gets an answer the SDK can parse: the cached one, memU's own, or,
+//! when memU fails or misses the deadline, the empty fallback (`fallback.rs`). Upstream 4xx
+//! answers (a 422 for a bad body) pass through unchanged and are never stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{request, Request, Response, StatusCode};
+use http_body::Body;
+use tokio::time::Instant;
+
+use crate::body::{full, BoxError, ProxyBody};
+use crate::cache::inflight::{outcome, Joined, Lease};
+use crate::cache::{read_key, tenant_of, Entry, KeyedRead, Lookup};
+use crate::error::ProxyError;
+use crate::fallback::{empty_body, FallbackReason};
+use crate::headers::{client_cache, CacheStatus, ClientCache};
+use crate::metrics::{Outcome, RouteClassLabel};
+use crate::proxy::{add_timing, buffered_response, json_response, read_body, set_cache_status, Handled, InflightKey, Proxy};
+use crate::routes::ReadRoute;
+use crate::upstream::{Buffered, UpstreamError};
+
+/// The shared result of one upstream fetch.
+#[derive(Debug)]
+pub enum Fetched {
+    /// memU answered; `stored` says whether the answer was admitted to the cache.
+    Answer {
+        answer: Buffered,
+        stored: bool,
+        upstream: Duration,
+    },
+    /// No usable answer: the reader gets the fallback.
+    Failed {
+        reason: FallbackReason,
+        upstream: Duration,
+    },
+}
+
+/// What an upstream result means for a retrieval. Pure.
+pub enum Judgement {
+    /// Pass memU's answer on; store it when `cacheable`.
+    Answer { answer: Buffered, cacheable: bool },
+    Fallback(FallbackReason),
+}
+
+/// Classifies an upstream result: 200 JSON is cacheable, other non-5xx answers pass through,
+/// 5xx, non-JSON 200s and transport failures fall back.
+pub fn judge(result: Result<Buffered, UpstreamError>) -> Judgement {
+    match result {
+        Err(UpstreamError::Timeout(_)) => Judgement::Fallback(FallbackReason::Timeout),
+        Err(UpstreamError::Connect(_)) => Judgement::Fallback(FallbackReason::Connect),
+        Err(UpstreamError::Exchange(_) | UpstreamError::TooLarge(_) | UpstreamError::RequestTooLarge) => {
+            Judgement::Fallback(FallbackReason::UpstreamError)
+        }
+        Ok(answer) if answer.status.is_server_error() => Judgement::Fallback(FallbackReason::Upstream5xx),
+        Ok(answer) if answer.status == StatusCode::OK => {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&answer.body).is_ok() {
+                Judgement::Answer { answer, cacheable: true }
+            } else {
+                Judgement::Fallback(FallbackReason::InvalidJson)
+            }
+        }
+        Ok(answer) => Judgement::Answer {
+            answer,
+            cacheable: false,
+        },
+    }
+}
+
+/// Handles one retrieval.
+pub async fn handle<B>(proxy: &Arc<Proxy>, route: ReadRoute, request: Request<B>) -> Result<Handled, ProxyError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    let deadline = started + proxy.upstream.timeout();
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, proxy.max_body_bytes).await?;
+    let mode = client_cache(&parts.headers);
+    let keyed = proxy.cache_enabled.then(|| {
+        let tenant = tenant_of(parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes));
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        read_key(route, path_and_query, tenant, &body)
+    });
+    let read = match (keyed.flatten(), mode) {
+        (Some(read), ClientCache::Normal | ClientCache::Revalidate) => read,
+        (read, _) => return bypass(proxy, route, &parts, body, read, deadline).await,
+    };
+
+    let generations = proxy.scopes.current(&read.key.scope);
+    if mode == ClientCache::Normal {
+        if let Lookup::Fresh(entry) = proxy.store.lookup(&read.key, generations, Instant::now()) {
+            return Ok(hit(&entry, started.elapsed()));
+        }
+    }
+    let lookup = started.elapsed();
+
+    let (rx, collapsed) = match proxy.inflight.join(&(read.key.clone(), generations)) {
+        Joined::Leader(lease) => {
+            let rx = lease.subscribe();
+            let upstream_request = proxy.upstream.request(&parts, full(body), true).map_err(ProxyError::BadRequest)?;
+            tokio::spawn(fetch(Arc::clone(proxy), lease, upstream_request));
+            (rx, false)
+        }
+        Joined::Follower(rx) => {
+            proxy.metrics.coalesced_wait();
+            (rx, true)
+        }
+    };
+    let fetched = tokio::time::timeout_at(deadline, outcome(rx)).await;
+    let mut handled = match fetched {
+        Ok(Some(fetched)) => answer(proxy, route, &read, &fetched, collapsed),
+        Ok(None) => fallback(proxy, route, &read, FallbackReason::UpstreamError, None),
+        Err(_) => fallback(proxy, route, &read, FallbackReason::Timeout, Some(started.elapsed())),
+    };
+    let upstream = handled.upstream.unwrap_or_default();
+    add_timing(handled.response.headers_mut(), &[("cache", lookup), ("upstream", upstream)]);
+    Ok(handled)
+}
+
+/// The spawned upstream fetch behind one coalesced miss. It owns the lease, so it completes (and
+/// fills the cache) even when every waiter has given up.
+async fn fetch(proxy: Arc<Proxy>, lease: Lease<InflightKey, Arc<Fetched>>, request: Request<ProxyBody>) {
+    let started = Instant::now();
+    let result = proxy.upstream.exchange(request, started + proxy.upstream.timeout()).await;
+    let upstream = started.elapsed();
+    proxy.metrics.upstream(RouteClassLabel::Read, upstream);
+    let fetched = match judge(result) {
+        Judgement::Answer { answer, cacheable } => {
+            if cacheable {
+                let (key, generations) = lease.key().clone();
+                proxy.store.admit(key, answer.body.clone(), answer.headers.clone(), generations, Instant::now());
+            }
+            Fetched::Answer {
+                answer,
+                stored: cacheable,
+                upstream,
+            }
+        }
+        Judgement::Fallback(reason) => Fetched::Failed { reason, upstream },
+    };
+    lease.complete(Arc::new(fetched));
+}
+
+/// A fresh cached answer.
+fn hit(entry: &Entry, lookup: Duration) -> Handled {
+    let mut response = Response::new(full(entry.body.clone()));
+    *response.headers_mut() = entry.headers.clone();
+    let headers = response.headers_mut();
+    let age = Instant::now().saturating_duration_since(entry.stored_at).as_secs();
+    headers.insert(header::AGE, HeaderValue::from(age));
+    set_cache_status(headers, CacheStatus::HIT);
+    add_timing(headers, &[("cache", lookup)]);
+    Handled {
+        response,
+        outcome: Outcome::Hit,
+        upstream: None,
+    }
+}
+
+/// The response for a finished fetch, as seen by one of its waiters.
+fn answer(proxy: &Proxy, route: ReadRoute, read: &KeyedRead, fetched: &Fetched, collapsed: bool) -> Handled {
+    match fetched {
+        Fetched::Answer {
+            answer,
+            stored,
+            upstream,
+        } => {
+            let mut response = buffered_response(answer);
+            let status = CacheStatus {
+                stored: *stored && !collapsed,
+                collapsed,
+                ..CacheStatus::forwarded("miss")
+            };
+            set_cache_status(response.headers_mut(), status);
+            Handled {
+                response,
+                outcome: if collapsed { Outcome::Coalesced } else { Outcome::Miss },
+                upstream: Some(*upstream),
+            }
+        }
+        Fetched::Failed { reason, upstream } => fallback(proxy, route, read, *reason, Some(*upstream)),
+    }
+}
+
+/// The empty answer, echoing this request's own query.
+fn fallback(
+    proxy: &Proxy,
+    route: ReadRoute,
+    read: &KeyedRead,
+    reason: FallbackReason,
+    upstream: Option<Duration>,
+) -> Handled {
+    proxy.metrics.fallback(reason);
+    let mut response = json_response(empty_body(route, read.raw_query.as_deref()));
+    let status = CacheStatus {
+        detail: Some(reason.as_str()),
+        ..CacheStatus::forwarded("miss")
+    };
+    set_cache_status(response.headers_mut(), status);
+    Handled {
+        response,
+        outcome: Outcome::Fallback,
+        upstream,
+    }
+}
+
+/// Forwards without the cache: `no-store`, caching disabled, or a body that cannot be keyed
+/// (forwarded untouched; memU answers it, typically with 422). Keyable reads still fall back on
+/// failure; unkeyable ones get honest errors, since there is no query to echo.
+async fn bypass(
+    proxy: &Proxy,
+    route: ReadRoute,
+    parts: &request::Parts,
+    body: Bytes,
+    read: Option<KeyedRead>,
+    deadline: Instant,
+) -> Result<Handled, ProxyError> {
+    let request = proxy.upstream.request(parts, full(body), true).map_err(ProxyError::BadRequest)?;
+    let started = Instant::now();
+    let result = proxy.upstream.exchange(request, deadline).await;
+    let upstream = started.elapsed();
+    proxy.metrics.upstream(RouteClassLabel::Read, upstream);
+    let mut handled = match read {
+        Some(read) => match judge(result) {
+            Judgement::Fallback(reason) => fallback(proxy, route, &read, reason, Some(upstream)),
+            Judgement::Answer { answer, .. } => bypassed(&answer, upstream),
+        },
+        None => bypassed(&result?, upstream),
+    };
+    add_timing(handled.response.headers_mut(), &[("upstream", upstream)]);
+    Ok(handled)
+}
+
+fn bypassed(answer: &Buffered, upstream: Duration) -> Handled {
+    let mut response = buffered_response(answer);
+    set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
+    Handled {
+        response,
+        outcome: Outcome::Bypass,
+        upstream: Some(upstream),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    fn answer(status: u16, body: &'static str) -> Result<Buffered, UpstreamError> {
+        Ok(Buffered {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn judgement_table() {
+        use FallbackReason as F;
+        let cases: Vec<(Result<Buffered, UpstreamError>, Option<FallbackReason>, bool)> = vec![
+            (answer(200, r#"{"related_memories":[]}"#), None, true),
+            (answer(200, "<html>oops</html>"), Some(F::InvalidJson), false),
+            (answer(200, ""), Some(F::InvalidJson), false),
+            (answer(422, r#"{"detail":[]}"#), None, false),
+            (answer(404, r#"{"detail":"Not Found"}"#), None, false),
+            (answer(500, r#"{"detail":"boom"}"#), Some(F::Upstream5xx), false),
+            (answer(503, ""), Some(F::Upstream5xx), false),
+            (answer(201, "{}"), None, false),
+            (Err(UpstreamError::Timeout(Duration::from_secs(2))), Some(F::Timeout), false),
+            (Err(UpstreamError::TooLarge(1)), Some(F::UpstreamError), false),
+        ];
+        for (result, want_fallback, want_cacheable) in cases {
+            let shown = format!("{result:?}");
+            match judge(result) {
+                Judgement::Fallback(reason) => assert_eq!(Some(reason), want_fallback, "{shown}"),
+                Judgement::Answer { cacheable, .. } => {
+                    assert_eq!(want_fallback, None, "{shown}");
+                    assert_eq!(cacheable, want_cacheable, "{shown}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The one place where the service stack's layer order is written down.
+//!
+//! Outermost first:
+//! 1. [`finish`]: measures the whole request, appends `Server-Timing: proxy;dur=…`, makes sure
+//!    `Cache-Status` is present, records the request metrics and writes the one log line.
+//! 2. `CatchPanicLayer`: a bug in a handler becomes a 500 `{"detail": …}`, not a dropped connection.
+//! 3. `SetSensitiveRequestHeadersLayer`: `Authorization` is never printed by tracing.
+//! 4. `RequestBodyLimitLayer`: bodies over `server.max_body_bytes` get 413 (at once when
+//!    `Content-Length` says so, else when the limit is crossed), without contacting memU.
+//! 5. The proxy handler (`proxy.rs`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use http_body_util::BodyExt;
+use tower::util::BoxCloneService;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::body::{full, ProxyBody};
+use crate::headers::CacheStatus;
+use crate::metrics::{Metrics, Outcome, RouteClassLabel};
+use crate::proxy::{add_timing, set_cache_status, Proxy, RequestInfo, HEADER_CACHE_STATUS};
+
+/// A listener's whole stack, boxed so it can be named and cloned per connection.
+pub type HttpService = BoxCloneService<Request<Incoming>, Response<ProxyBody>, Infallible>;
+
+/// The proxy's service for the main listener.
+pub fn service(
+    proxy: Arc<Proxy>,
+) -> HttpService {
+    let metrics = Arc::clone(&proxy.metrics);
+    let limit = proxy.max_body_bytes;
+    ServiceBuilder::new()
+        .layer(BoxCloneService::layer())
+        .map_future(move |future| finish(future, Arc::clone(&metrics)))
+        .map_response(box_body)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::PROXY_AUTHORIZATION]))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .service_fn(move |request| {
+            let proxy = Arc::clone(&proxy);
+            async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+        })
+}
+
+/// The service of the admin-only listener.
+pub fn admin_service(
+    proxy: Arc<Proxy>,
+) -> HttpService {
+    let metrics = Arc::clone(&proxy.metrics);
+    ServiceBuilder::new()
+        .layer(BoxCloneService::layer())
+        .map_future(move |future| finish(future, Arc::clone(&metrics)))
+        .service_fn(move |request| {
+            let proxy = Arc::clone(&proxy);
+            async move { Ok::<_, Infallible>(crate::admin::admin_only(proxy, request).await) }
+        })
+}
+
+/// Wraps one request's future: timing header, metrics and the log line.
+async fn finish<F, B>(future: F, metrics: Arc<Metrics>) -> Result<Response<B>, Infallible>
+where
+    F: std::future::Future<Output = Result<Response<B>, Infallible>>,
+{
+    let started = Instant::now();
+    let mut response = future.await?;
+    let total = started.elapsed();
+    add_timing(response.headers_mut(), &[("proxy", total)]);
+    if !response.headers().contains_key(HEADER_CACHE_STATUS) {
+        set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
+    }
+    let info = response.extensions_mut().remove::<RequestInfo>();
+    let (route_class, outcome) = match &info {
+        Some(info) => (info.route_class, info.outcome),
+        None if response.status().is_client_error() || response.status().is_server_error() => {
+            (RouteClassLabel::Unknown, Outcome::Error)
+        }
+        None => (RouteClassLabel::Unknown, Outcome::Miss),
+    };
+    metrics.request(route_class, outcome, total);
+    let upstream_ms = info.as_ref().and_then(|i| i.upstream).map(|d| d.as_secs_f64() * 1000.0);
+    tracing::info!(
+        method = info.as_ref().map(|i| i.method.as_str()),
+        path = info.as_ref().map(|i| i.path.as_str()),
+        route_class = route_class.as_label(),
+        outcome = outcome.as_label(),
+        status = response.status().as_u16(),
+        upstream_ms,
+        total_ms = total.as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(response)
+}
+
+fn box_body<B>(response: Response<B>) -> Response<ProxyBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::body::BoxError>,
+{
+    response.map(|body| body.map_err(Into::into).boxed_unsync())
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<ProxyBody> {
+    tracing::error!("handler panicked");
+    let mut response = Response::new(full(r#"{"detail":"internal proxy error"}"#));
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

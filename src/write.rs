@@ -1,0 +1,112 @@
+//! Invalidating writes (memorize, delete): forwarded, never faked, and invalidating.
+//!
+//! The body is buffered (it is small and bounded) to read the (tenant, user, agent) it writes.
+//! The scope is invalidated *before* forwarding, so no read started after the write was sent is
+//! served from an older answer, and again after a successful answer, so a read fetched while
+//! memU was applying the write is not admitted as fresh. A memorize's `task_id` is remembered, so
+//! a later `SUCCESS` status poll invalidates once more (memU applies memorize asynchronously).
+//! Failures are reported honestly: 504 on the deadline, 502 when memU is unreachable.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::Request;
+use http_body::Body;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::body::{full, BoxError};
+use crate::cache::{tenant_of, write_scope, Invalidate, Scope};
+use crate::error::ProxyError;
+use crate::headers::CacheStatus;
+use crate::metrics::{InvalidationCause, Outcome, RouteClassLabel};
+use crate::proxy::{add_timing, buffered_response, read_body, set_cache_status, Handled, Proxy};
+use crate::routes::WriteRoute;
+
+/// Handles one memorize or delete.
+pub async fn handle<B>(proxy: &Arc<Proxy>, route: WriteRoute, request: Request<B>) -> Result<Handled, ProxyError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, proxy.max_body_bytes).await?;
+    let tenant = tenant_of(parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes));
+    let target = write_scope(tenant, &body).map(|scope| {
+        let what = invalidation_for(route, &scope);
+        (scope, what)
+    });
+    if let Some((scope, what)) = &target {
+        proxy.invalidate(scope, *what, InvalidationCause::Write);
+    }
+
+    let request = proxy.upstream.request(&parts, full(body), false).map_err(ProxyError::BadRequest)?;
+    let started = Instant::now();
+    let result = proxy.upstream.exchange(request, started + proxy.upstream.timeout()).await;
+    let upstream = started.elapsed();
+    proxy.metrics.upstream(RouteClassLabel::Write, upstream);
+    let answer = result?;
+
+    if let (true, Some((scope, what))) = (answer.status.is_success(), target) {
+        proxy.invalidate(&scope, what, InvalidationCause::Write);
+        if route == WriteRoute::Memorize {
+            if let Some(task_id) = task_id(&answer.body) {
+                proxy.tasks.insert(task_id, (scope, what));
+            }
+        }
+    }
+    let mut response = buffered_response(&answer);
+    set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
+    add_timing(response.headers_mut(), &[("upstream", upstream)]);
+    Ok(Handled {
+        response,
+        outcome: Outcome::Miss,
+        upstream: Some(upstream),
+    })
+}
+
+/// A delete with `agent_id: null` covers all of the user's agents; anything else covers the
+/// agent and the user's agent-less reads.
+fn invalidation_for(route: WriteRoute, scope: &Scope) -> Invalidate {
+    match (route, &scope.agent) {
+        (WriteRoute::Delete, None) => Invalidate::AllAgents,
+        _ => Invalidate::Agent,
+    }
+}
+
+/// The `task_id` of a memorize answer.
+fn task_id(body: &[u8]) -> Option<Box<str>> {
+    #[derive(Deserialize)]
+    struct Started {
+        task_id: String,
+    }
+    serde_json::from_slice::<Started>(body)
+        .ok()
+        .map(|s| s.task_id.into_boxed_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidation_scope_per_write() {
+        let scope = |agent: Option<&str>| Scope {
+            tenant: None,
+            user: "u".into(),
+            agent: agent.map(Into::into),
+        };
+        assert_eq!(invalidation_for(WriteRoute::Delete, &scope(None)), Invalidate::AllAgents);
+        assert_eq!(invalidation_for(WriteRoute::Delete, &scope(Some("a"))), Invalidate::Agent);
+        assert_eq!(invalidation_for(WriteRoute::Memorize, &scope(Some("a"))), Invalidate::Agent);
+    }
+
+    #[test]
+    fn task_ids_are_read_from_memorize_answers() {
+        let body = br#"{"task_id":"78500061","status":"PENDING","message":"started"}"#;
+        assert_eq!(task_id(body).as_deref(), Some("78500061"));
+        assert_eq!(task_id(b"{}"), None);
+        assert_eq!(task_id(b"garbage"), None);
+    }
+}
