@@ -48,6 +48,7 @@ struct State {
     hits: Mutex<HashMap<&'static str, usize>>,
     connections: AtomicUsize,
     latency_ms: AtomicUsize,
+    route_latency_ms: Mutex<HashMap<&'static str, u64>>,
     failure: Mutex<Option<Failure>>,
     memories: Mutex<HashMap<(String, String), Vec<String>>>,
     tasks: Mutex<HashMap<String, Task>>,
@@ -118,6 +119,11 @@ impl MemU {
         self.state.latency_ms.store(latency.as_millis() as usize, Ordering::SeqCst);
     }
 
+    /// Latency for one route (by the names [`MemU::hits`] takes), overriding [`MemU::set_latency`].
+    pub fn set_route_latency(&self, route: &'static str, latency: Duration) {
+        self.state.route_latency_ms.lock().unwrap().insert(route, latency.as_millis() as u64);
+    }
+
     pub fn set_failure(&self, failure: Failure) {
         *self.state.failure.lock().unwrap() = Some(failure);
     }
@@ -181,9 +187,10 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     *state.hits.lock().unwrap().entry(name).or_default() += 1;
 
-    let latency = state.latency_ms.load(Ordering::SeqCst);
+    let route_latency = state.route_latency_ms.lock().unwrap().get(name).copied();
+    let latency = route_latency.unwrap_or(state.latency_ms.load(Ordering::SeqCst) as u64);
     if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency as u64)).await;
+        tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     let failure = state.failure.lock().unwrap().unwrap_or(Failure::None);
     match failure {

@@ -1,6 +1,6 @@
 //! Shared test support: the stand-in memU ([`memu::MemU`]), a proxy started through the real
 //! `memu_proxy::run` on 127.0.0.1:0, and a small HTTP client.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod memu;
 

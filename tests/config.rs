@@ -1,0 +1,99 @@
+//! The shipped `proxy.toml` and the binary's configuration handling.
+
+use std::process::Command;
+
+use memu_proxy::config::Settings;
+
+const BIN: &str = env!("CARGO_BIN_EXE_memu-proxy");
+
+fn shipped() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap()
+}
+
+#[test]
+fn the_shipped_proxy_toml_parses_and_validates() {
+    let settings = Settings::from_toml(&shipped(), "proxy.toml").unwrap();
+    let config = settings.validate().unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8100");
+    assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:8000");
+    assert_eq!(config.upstream.timeout.as_millis(), 2000);
+    assert_eq!(config.cache.ttl.as_secs(), 300);
+    assert_eq!(settings, Settings::default(), "proxy.toml documents the built-in defaults");
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_with_flags_applied() {
+    let dir = tempdir();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["--check-config", "--timeout-ms", "750", "--upstream", "http://127.0.0.1:9/memu"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
+    assert_eq!(printed.upstream.timeout_ms, 750);
+    assert_eq!(printed.upstream.url, "http://127.0.0.1:9/memu");
+}
+
+#[test]
+fn proxy_toml_in_the_working_directory_is_read() {
+    let dir = tempdir();
+    std::fs::write(dir.join("proxy.toml"), "[cache]\nttl_secs = 42\n").unwrap();
+    let out = Command::new(BIN).current_dir(&dir).arg("--check-config").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ttl_secs = 42"));
+}
+
+#[test]
+fn a_bad_config_names_the_key_and_exits_before_binding() {
+    let dir = tempdir();
+    // Port 0: were a bad config accepted, the proxy would bind harmlessly and be killed below.
+    let any_port: &[&str] = &["--listen", "127.0.0.1:0"];
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("[cache]\nttl_sec = 5\n", any_port, "ttl_sec"),
+        ("[upstream]\ntimeout_ms = 0\n", any_port, "upstream.timeout_ms"),
+        ("[server]\nlisten = \"nowhere\"\n", &[], "server.listen"),
+        ("", &["--listen", "127.0.0.1:0", "--upstream", "ftp://x"], "upstream.url"),
+        ("[upstream]\ntimeout_ms = \"fast\"\n", any_port, "timeout_ms"),
+    ];
+    for (file, flags, key) in cases {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, file).unwrap();
+        let out = output_within(Command::new(BIN).arg("--config").arg(&path).args(*flags), 10);
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{key} not named in: {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    let out = Command::new(BIN).args(["--config", "/nonexistent/proxy.toml", "--check-config"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/proxy.toml"));
+}
+
+/// Runs `command`, killing it (and failing) if it has not exited within `secs`: a proxy that
+/// accepted a bad config would be serving instead of exiting.
+fn output_within(command: &mut Command, secs: u64) -> std::process::Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > give_up {
+            child.kill().unwrap();
+            panic!("still running after {secs} s: the bad config was accepted");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("memu-proxy-config-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
