@@ -17,7 +17,8 @@ pub const HEALTH_PATH: &str = "/healthz";
 
 /// True for the requests the proxy answers itself.
 pub fn is_admin_path(method: &Method, path: &str) -> bool {
-    (method == Method::GET || method == Method::HEAD) && (path == METRICS_PATH || path == HEALTH_PATH)
+    (method == Method::GET || method == Method::HEAD)
+        && (path == METRICS_PATH || path == HEALTH_PATH)
 }
 
 /// Serves `/metrics` or `/healthz` (callers check [`is_admin_path`] first).
@@ -42,7 +43,11 @@ pub fn serve(proxy: &Proxy, path: &str) -> Handled {
 /// The handler of the admin-only listener: admin paths, 404 for everything else.
 pub async fn admin_only<B>(proxy: Arc<Proxy>, request: Request<B>) -> Response<ProxyBody> {
     let path = request.uri().path();
-    let Handled { mut response, outcome, .. } = if is_admin_path(request.method(), path) {
+    let Handled {
+        mut response,
+        outcome,
+        ..
+    } = if is_admin_path(request.method(), path) {
         serve(&proxy, path)
     } else {
         let mut response = Response::new(full(r#"{"detail":"Not Found"}"#));

@@ -262,11 +262,14 @@ impl Settings {
             "must be greater than 0",
         );
         match (listen, admin_listen.transpose(), upstream) {
-            (Ok(listen), Ok(admin_listen), Ok((scheme, authority, base_path))) if problems.is_empty() => {
+            (Ok(listen), Ok(admin_listen), Ok((scheme, authority, base_path)))
+                if problems.is_empty() =>
+            {
                 Ok(Config {
                     listen,
                     admin_listen,
-                    max_body_bytes: usize::try_from(self.server.max_body_bytes).unwrap_or(usize::MAX),
+                    max_body_bytes: usize::try_from(self.server.max_body_bytes)
+                        .unwrap_or(usize::MAX),
                     shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
                     upstream: UpstreamConfig {
                         scheme,
@@ -275,7 +278,9 @@ impl Settings {
                         timeout: Duration::from_millis(self.upstream.timeout_ms),
                         max_response_bytes: usize::try_from(self.upstream.max_response_bytes)
                             .unwrap_or(usize::MAX),
-                        pool_idle_timeout: Duration::from_secs(self.upstream.pool_idle_timeout_secs),
+                        pool_idle_timeout: Duration::from_secs(
+                            self.upstream.pool_idle_timeout_secs,
+                        ),
                         pool_max_idle: self.upstream.pool_max_idle,
                     },
                     cache: CacheConfig {
@@ -297,7 +302,10 @@ fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority, String), String> 
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    let scheme = uri.scheme().cloned().ok_or_else(|| format!("`{url}` has no scheme"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("`{url}` has no scheme"))?;
     if scheme != Scheme::HTTP {
         return Err(format!("`{url}`: only http:// upstreams are supported"));
     }
@@ -353,7 +361,12 @@ mod tests {
         let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
-            ["server.listen", "upstream.url", "upstream.timeout_ms", "cache.ttl_secs"]
+            [
+                "server.listen",
+                "upstream.url",
+                "upstream.timeout_ms",
+                "cache.ttl_secs"
+            ]
         );
     }
 

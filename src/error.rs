@@ -32,9 +32,9 @@ impl ProxyError {
             ProxyError::BodyRead(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(e) => match e {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamError::Connect(_) | UpstreamError::Exchange(_) | UpstreamError::TooLarge(_) => {
-                    StatusCode::BAD_GATEWAY
-                }
+                UpstreamError::Connect(_)
+                | UpstreamError::Exchange(_)
+                | UpstreamError::TooLarge(_) => StatusCode::BAD_GATEWAY,
                 UpstreamError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             },
         }
@@ -45,9 +45,10 @@ impl ProxyError {
         let body = json!({ "detail": self.to_string() }).to_string();
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 }

@@ -28,7 +28,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in HOP_BY_HOP.iter().chain(named.iter()).chain([&header::UPGRADE]) {
+    for name in HOP_BY_HOP
+        .iter()
+        .chain(named.iter())
+        .chain([&header::UPGRADE])
+    {
         headers.remove(name);
     }
 }
@@ -152,7 +156,10 @@ mod tests {
             ("x-custom", "kept"),
             ("content-type", "application/json"),
         ] {
-            h.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
         }
         strip_hop_by_hop(&mut h);
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
@@ -185,15 +192,24 @@ mod tests {
             (CacheStatus::HIT, "memu-proxy; hit"),
             (CacheStatus::BYPASS, "memu-proxy; fwd=bypass"),
             (
-                CacheStatus { stored: true, ..CacheStatus::forwarded("miss") },
+                CacheStatus {
+                    stored: true,
+                    ..CacheStatus::forwarded("miss")
+                },
                 "memu-proxy; fwd=miss; stored",
             ),
             (
-                CacheStatus { collapsed: true, ..CacheStatus::forwarded("miss") },
+                CacheStatus {
+                    collapsed: true,
+                    ..CacheStatus::forwarded("miss")
+                },
                 "memu-proxy; fwd=miss; collapsed",
             ),
             (
-                CacheStatus { detail: Some("timeout"), ..CacheStatus::forwarded("miss") },
+                CacheStatus {
+                    detail: Some("timeout"),
+                    ..CacheStatus::forwarded("miss")
+                },
                 "memu-proxy; fwd=miss; detail=timeout",
             ),
         ];

@@ -92,7 +92,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         grace,
     ));
     if let Some(admin) = listeners.admin {
-        servers.spawn(server::serve(admin, stack::admin_service(Arc::clone(&proxy)), stop_rx, grace));
+        servers.spawn(server::serve(
+            admin,
+            stack::admin_service(Arc::clone(&proxy)),
+            stop_rx,
+            grace,
+        ));
     }
     shutdown.await;
     tracing::info!("shutting down");

@@ -170,7 +170,11 @@ impl Metrics {
 
     fn register(&self) {
         let mut r = self.lock();
-        r.register("requests", "Requests by route class and outcome", self.requests.clone());
+        r.register(
+            "requests",
+            "Requests by route class and outcome",
+            self.requests.clone(),
+        );
         r.register_with_unit(
             "request_duration",
             "Time from request head to response head, in the proxy",
@@ -183,7 +187,11 @@ impl Metrics {
             Unit::Seconds,
             self.upstream_duration.clone(),
         );
-        r.register("fallbacks", "Empty fallback answers served, by reason", self.fallbacks.clone());
+        r.register(
+            "fallbacks",
+            "Empty fallback answers served, by reason",
+            self.fallbacks.clone(),
+        );
         r.register(
             "cache_invalidations",
             "Scope invalidations, by cause",
@@ -194,20 +202,46 @@ impl Metrics {
             "Requests that waited on another request's identical upstream fetch",
             self.coalesced.clone(),
         );
-        r.register("cache_evictions", "Entries evicted to stay within cache.max_bytes", self.evictions.clone());
-        r.register("cache_entries", "Entries in the cache", self.cache_entries.clone());
-        r.register_with_unit("cache", "Weighed size of the cache", Unit::Bytes, self.cache_bytes.clone());
-        r.register("invalidation_scopes", "Invalidation scopes remembered", self.scopes.clone());
-        r.register("inflight_fetches", "Coalesced upstream fetches in flight", self.inflight.clone());
+        r.register(
+            "cache_evictions",
+            "Entries evicted to stay within cache.max_bytes",
+            self.evictions.clone(),
+        );
+        r.register(
+            "cache_entries",
+            "Entries in the cache",
+            self.cache_entries.clone(),
+        );
+        r.register_with_unit(
+            "cache",
+            "Weighed size of the cache",
+            Unit::Bytes,
+            self.cache_bytes.clone(),
+        );
+        r.register(
+            "invalidation_scopes",
+            "Invalidation scopes remembered",
+            self.scopes.clone(),
+        );
+        r.register(
+            "inflight_fetches",
+            "Coalesced upstream fetches in flight",
+            self.inflight.clone(),
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn request(&self, route_class: RouteClassLabel, outcome: Outcome, duration: Duration) {
         self.requests
-            .get_or_create(&RequestLabels { route_class, outcome })
+            .get_or_create(&RequestLabels {
+                route_class,
+                outcome,
+            })
             .inc();
         self.request_duration
             .get_or_create(&RouteLabels { route_class })
@@ -225,7 +259,9 @@ impl Metrics {
     }
 
     pub fn invalidation(&self, cause: InvalidationCause) {
-        self.invalidations.get_or_create(&CauseLabels { cause }).inc();
+        self.invalidations
+            .get_or_create(&CauseLabels { cause })
+            .inc();
     }
 
     pub fn coalesced_wait(&self) {
@@ -235,7 +271,8 @@ impl Metrics {
     /// Renders the text exposition, after refreshing the gauges from `snapshot`.
     pub fn render(&self, snapshot: Snapshot) -> String {
         let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        self.cache_entries.set(to_i64(snapshot.cache_entries as u64));
+        self.cache_entries
+            .set(to_i64(snapshot.cache_entries as u64));
         self.cache_bytes.set(to_i64(snapshot.cache_bytes));
         self.scopes.set(to_i64(snapshot.scopes as u64));
         self.inflight.set(to_i64(snapshot.inflight as u64));
@@ -260,12 +297,22 @@ mod tests {
     #[test]
     fn exposition_has_every_family_with_fixed_labels() {
         let m = Metrics::new();
-        m.request(RouteClassLabel::Read, Outcome::Hit, Duration::from_micros(30));
+        m.request(
+            RouteClassLabel::Read,
+            Outcome::Hit,
+            Duration::from_micros(30),
+        );
         m.upstream(RouteClassLabel::Read, Duration::from_millis(5));
         m.fallback(FallbackReason::Upstream5xx);
         m.invalidation(InvalidationCause::TaskSuccess);
         m.coalesced_wait();
-        let text = m.render(Snapshot { cache_entries: 3, cache_bytes: 1234, cache_evictions: 2, scopes: 1, inflight: 0 });
+        let text = m.render(Snapshot {
+            cache_entries: 3,
+            cache_bytes: 1234,
+            cache_evictions: 2,
+            scopes: 1,
+            inflight: 0,
+        });
         for line in [
             r#"memu_proxy_requests_total{route_class="read",outcome="hit"} 1"#,
             r#"memu_proxy_fallbacks_total{reason="upstream-5xx"} 1"#,

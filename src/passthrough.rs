@@ -28,11 +28,16 @@ where
 {
     let (parts, body) = request.into_parts();
     let body = body.map_err(Into::into).boxed_unsync();
-    let request = proxy.upstream.request(&parts, body, false).map_err(ProxyError::BadRequest)?;
+    let request = proxy
+        .upstream
+        .request(&parts, body, false)
+        .map_err(ProxyError::BadRequest)?;
     let started = Instant::now();
     let response = proxy.upstream.send(request).await;
     let upstream = started.elapsed();
-    proxy.metrics.upstream(RouteClassLabel::Passthrough, upstream);
+    proxy
+        .metrics
+        .upstream(RouteClassLabel::Passthrough, upstream);
     let mut response = response?.map(|body| body.map_err(Into::into).boxed_unsync());
     set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
     add_timing(response.headers_mut(), &[("upstream", upstream)]);
@@ -44,7 +49,11 @@ where
 }
 
 /// `GET …/memorize/status/{task_id}`: watched when the proxy forwarded that memorize.
-pub async fn task_status<B>(proxy: &Arc<Proxy>, task_id: &str, request: Request<B>) -> Result<Handled, ProxyError>
+pub async fn task_status<B>(
+    proxy: &Arc<Proxy>,
+    task_id: &str,
+    request: Request<B>,
+) -> Result<Handled, ProxyError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -54,9 +63,15 @@ where
     };
     let (parts, body) = request.into_parts();
     let body = read_body(body, proxy.max_body_bytes).await?;
-    let request = proxy.upstream.request(&parts, full(body), false).map_err(ProxyError::BadRequest)?;
+    let request = proxy
+        .upstream
+        .request(&parts, full(body), false)
+        .map_err(ProxyError::BadRequest)?;
     let started = Instant::now();
-    let result = proxy.upstream.exchange(request, started + proxy.upstream.timeout()).await;
+    let result = proxy
+        .upstream
+        .exchange(request, started + proxy.upstream.timeout())
+        .await;
     let upstream = started.elapsed();
     proxy.metrics.upstream(RouteClassLabel::Status, upstream);
     let answer = result?;
@@ -87,5 +102,7 @@ fn task_state(body: &[u8]) -> Option<String> {
     struct Status {
         status: String,
     }
-    serde_json::from_slice::<Status>(body).ok().map(|s| s.status)
+    serde_json::from_slice::<Status>(body)
+        .ok()
+        .map(|s| s.status)
 }

@@ -87,8 +87,14 @@ impl Proxy {
             _ if crate::admin::is_admin_path(&method, &path) => {
                 (RouteClassLabel::Admin, Ok(crate::admin::serve(self, &path)))
             }
-            RouteClass::Read(route) => (RouteClassLabel::Read, crate::read::handle(self, route, request).await),
-            RouteClass::Write(route) => (RouteClassLabel::Write, crate::write::handle(self, route, request).await),
+            RouteClass::Read(route) => (
+                RouteClassLabel::Read,
+                crate::read::handle(self, route, request).await,
+            ),
+            RouteClass::Write(route) => (
+                RouteClassLabel::Write,
+                crate::write::handle(self, route, request).await,
+            ),
             RouteClass::TaskStatus { task_id } => {
                 let task_id: Box<str> = task_id.into();
                 (
@@ -96,7 +102,10 @@ impl Proxy {
                     crate::passthrough::task_status(self, &task_id, request).await,
                 )
             }
-            RouteClass::PassThrough => (RouteClassLabel::Passthrough, crate::passthrough::handle(self, request).await),
+            RouteClass::PassThrough => (
+                RouteClassLabel::Passthrough,
+                crate::passthrough::handle(self, request).await,
+            ),
         };
         let handled = result.unwrap_or_else(|error| {
             tracing::debug!(%error, "proxy error response");
@@ -166,9 +175,10 @@ pub(crate) fn buffered_response(answer: &Buffered) -> Response<ProxyBody> {
 pub(crate) fn json_response(body: Bytes) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = StatusCode::OK;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -181,5 +191,7 @@ pub(crate) fn add_timing(headers: &mut HeaderMap, metrics: &[(&str, Duration)]) 
     headers.append(HEADER_SERVER_TIMING, server_timing(metrics));
 }
 
-pub(crate) const HEADER_CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
-pub(crate) const HEADER_SERVER_TIMING: header::HeaderName = header::HeaderName::from_static("server-timing");
+pub(crate) const HEADER_CACHE_STATUS: header::HeaderName =
+    header::HeaderName::from_static("cache-status");
+pub(crate) const HEADER_SERVER_TIMING: header::HeaderName =
+    header::HeaderName::from_static("server-timing");

@@ -21,7 +21,10 @@ use crate::error::ProxyError;
 use crate::fallback::{empty_body, FallbackReason};
 use crate::headers::{client_cache, CacheStatus, ClientCache};
 use crate::metrics::{Outcome, RouteClassLabel};
-use crate::proxy::{add_timing, buffered_response, json_response, read_body, set_cache_status, Handled, InflightKey, Proxy};
+use crate::proxy::{
+    add_timing, buffered_response, json_response, read_body, set_cache_status, Handled,
+    InflightKey, Proxy,
+};
 use crate::routes::ReadRoute;
 use crate::upstream::{Buffered, UpstreamError};
 
@@ -44,7 +47,10 @@ pub enum Fetched {
 /// What an upstream result means for a retrieval. Pure.
 pub enum Judgement {
     /// Pass memU's answer on; store it when `cacheable`.
-    Answer { answer: Buffered, cacheable: bool },
+    Answer {
+        answer: Buffered,
+        cacheable: bool,
+    },
     Fallback(FallbackReason),
 }
 
@@ -54,13 +60,20 @@ pub fn judge(result: Result<Buffered, UpstreamError>) -> Judgement {
     match result {
         Err(UpstreamError::Timeout(_)) => Judgement::Fallback(FallbackReason::Timeout),
         Err(UpstreamError::Connect(_)) => Judgement::Fallback(FallbackReason::Connect),
-        Err(UpstreamError::Exchange(_) | UpstreamError::TooLarge(_) | UpstreamError::RequestTooLarge) => {
-            Judgement::Fallback(FallbackReason::UpstreamError)
+        Err(
+            UpstreamError::Exchange(_)
+            | UpstreamError::TooLarge(_)
+            | UpstreamError::RequestTooLarge,
+        ) => Judgement::Fallback(FallbackReason::UpstreamError),
+        Ok(answer) if answer.status.is_server_error() => {
+            Judgement::Fallback(FallbackReason::Upstream5xx)
         }
-        Ok(answer) if answer.status.is_server_error() => Judgement::Fallback(FallbackReason::Upstream5xx),
         Ok(answer) if answer.status == StatusCode::OK => {
             if serde_json::from_slice::<serde::de::IgnoredAny>(&answer.body).is_ok() {
-                Judgement::Answer { answer, cacheable: true }
+                Judgement::Answer {
+                    answer,
+                    cacheable: true,
+                }
             } else {
                 Judgement::Fallback(FallbackReason::InvalidJson)
             }
@@ -73,7 +86,11 @@ pub fn judge(result: Result<Buffered, UpstreamError>) -> Judgement {
 }
 
 /// Handles one retrieval.
-pub async fn handle<B>(proxy: &Arc<Proxy>, route: ReadRoute, request: Request<B>) -> Result<Handled, ProxyError>
+pub async fn handle<B>(
+    proxy: &Arc<Proxy>,
+    route: ReadRoute,
+    request: Request<B>,
+) -> Result<Handled, ProxyError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -84,7 +101,12 @@ where
     let body = read_body(body, proxy.max_body_bytes).await?;
     let mode = client_cache(&parts.headers);
     let keyed = proxy.cache_enabled.then(|| {
-        let tenant = tenant_of(parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes));
+        let tenant = tenant_of(
+            parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        );
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         read_key(route, path_and_query, tenant, &body)
     });
@@ -104,7 +126,10 @@ where
     let (rx, collapsed) = match proxy.inflight.join(&(read.key.clone(), generations)) {
         Joined::Leader(lease) => {
             let rx = lease.subscribe();
-            let upstream_request = proxy.upstream.request(&parts, full(body), true).map_err(ProxyError::BadRequest)?;
+            let upstream_request = proxy
+                .upstream
+                .request(&parts, full(body), true)
+                .map_err(ProxyError::BadRequest)?;
             tokio::spawn(fetch(Arc::clone(proxy), lease, upstream_request));
             (rx, false)
         }
@@ -117,25 +142,47 @@ where
     let mut handled = match fetched {
         Ok(Some(fetched)) => answer(proxy, route, &read, &fetched, collapsed),
         Ok(None) => fallback(proxy, route, &read, FallbackReason::UpstreamError, None),
-        Err(_) => fallback(proxy, route, &read, FallbackReason::Timeout, Some(started.elapsed())),
+        Err(_) => fallback(
+            proxy,
+            route,
+            &read,
+            FallbackReason::Timeout,
+            Some(started.elapsed()),
+        ),
     };
     let upstream = handled.upstream.unwrap_or_default();
-    add_timing(handled.response.headers_mut(), &[("cache", lookup), ("upstream", upstream)]);
+    add_timing(
+        handled.response.headers_mut(),
+        &[("cache", lookup), ("upstream", upstream)],
+    );
     Ok(handled)
 }
 
 /// The spawned upstream fetch behind one coalesced miss. It owns the lease, so it completes (and
 /// fills the cache) even when every waiter has given up.
-async fn fetch(proxy: Arc<Proxy>, lease: Lease<InflightKey, Arc<Fetched>>, request: Request<ProxyBody>) {
+async fn fetch(
+    proxy: Arc<Proxy>,
+    lease: Lease<InflightKey, Arc<Fetched>>,
+    request: Request<ProxyBody>,
+) {
     let started = Instant::now();
-    let result = proxy.upstream.exchange(request, started + proxy.upstream.timeout()).await;
+    let result = proxy
+        .upstream
+        .exchange(request, started + proxy.upstream.timeout())
+        .await;
     let upstream = started.elapsed();
     proxy.metrics.upstream(RouteClassLabel::Read, upstream);
     let fetched = match judge(result) {
         Judgement::Answer { answer, cacheable } => {
             if cacheable {
                 let (key, generations) = lease.key().clone();
-                proxy.store.admit(key, answer.body.clone(), answer.headers.clone(), generations, Instant::now());
+                proxy.store.admit(
+                    key,
+                    answer.body.clone(),
+                    answer.headers.clone(),
+                    generations,
+                    Instant::now(),
+                );
             }
             Fetched::Answer {
                 answer,
@@ -153,7 +200,9 @@ fn hit(entry: &Entry, lookup: Duration) -> Handled {
     let mut response = Response::new(full(entry.body.clone()));
     *response.headers_mut() = entry.headers.clone();
     let headers = response.headers_mut();
-    let age = Instant::now().saturating_duration_since(entry.stored_at).as_secs();
+    let age = Instant::now()
+        .saturating_duration_since(entry.stored_at)
+        .as_secs();
     headers.insert(header::AGE, HeaderValue::from(age));
     set_cache_status(headers, CacheStatus::HIT);
     add_timing(headers, &[("cache", lookup)]);
@@ -165,7 +214,13 @@ fn hit(entry: &Entry, lookup: Duration) -> Handled {
 }
 
 /// The response for a finished fetch, as seen by one of its waiters.
-fn answer(proxy: &Proxy, route: ReadRoute, read: &KeyedRead, fetched: &Fetched, collapsed: bool) -> Handled {
+fn answer(
+    proxy: &Proxy,
+    route: ReadRoute,
+    read: &KeyedRead,
+    fetched: &Fetched,
+    collapsed: bool,
+) -> Handled {
     match fetched {
         Fetched::Answer {
             answer,
@@ -181,11 +236,17 @@ fn answer(proxy: &Proxy, route: ReadRoute, read: &KeyedRead, fetched: &Fetched, 
             set_cache_status(response.headers_mut(), status);
             Handled {
                 response,
-                outcome: if collapsed { Outcome::Coalesced } else { Outcome::Miss },
+                outcome: if collapsed {
+                    Outcome::Coalesced
+                } else {
+                    Outcome::Miss
+                },
                 upstream: Some(*upstream),
             }
         }
-        Fetched::Failed { reason, upstream } => fallback(proxy, route, read, *reason, Some(*upstream)),
+        Fetched::Failed { reason, upstream } => {
+            fallback(proxy, route, read, *reason, Some(*upstream))
+        }
     }
 }
 
@@ -222,7 +283,10 @@ async fn bypass(
     read: Option<KeyedRead>,
     deadline: Instant,
 ) -> Result<Handled, ProxyError> {
-    let request = proxy.upstream.request(parts, full(body), true).map_err(ProxyError::BadRequest)?;
+    let request = proxy
+        .upstream
+        .request(parts, full(body), true)
+        .map_err(ProxyError::BadRequest)?;
     let started = Instant::now();
     let result = proxy.upstream.exchange(request, deadline).await;
     let upstream = started.elapsed();
@@ -264,17 +328,37 @@ mod tests {
     #[test]
     fn judgement_table() {
         use FallbackReason as F;
-        let cases: Vec<(Result<Buffered, UpstreamError>, Option<FallbackReason>, bool)> = vec![
+        let cases: Vec<(
+            Result<Buffered, UpstreamError>,
+            Option<FallbackReason>,
+            bool,
+        )> = vec![
             (answer(200, r#"{"related_memories":[]}"#), None, true),
-            (answer(200, "<html>oops</html>"), Some(F::InvalidJson), false),
+            (
+                answer(200, "<html>oops</html>"),
+                Some(F::InvalidJson),
+                false,
+            ),
             (answer(200, ""), Some(F::InvalidJson), false),
             (answer(422, r#"{"detail":[]}"#), None, false),
             (answer(404, r#"{"detail":"Not Found"}"#), None, false),
-            (answer(500, r#"{"detail":"boom"}"#), Some(F::Upstream5xx), false),
+            (
+                answer(500, r#"{"detail":"boom"}"#),
+                Some(F::Upstream5xx),
+                false,
+            ),
             (answer(503, ""), Some(F::Upstream5xx), false),
             (answer(201, "{}"), None, false),
-            (Err(UpstreamError::Timeout(Duration::from_secs(2))), Some(F::Timeout), false),
-            (Err(UpstreamError::TooLarge(1)), Some(F::UpstreamError), false),
+            (
+                Err(UpstreamError::Timeout(Duration::from_secs(2))),
+                Some(F::Timeout),
+                false,
+            ),
+            (
+                Err(UpstreamError::TooLarge(1)),
+                Some(F::UpstreamError),
+                false,
+            ),
         ];
         for (result, want_fallback, want_cacheable) in cases {
             let shown = format!("{result:?}");

@@ -27,7 +27,9 @@ pub enum RouteClass<'a> {
     Read(ReadRoute),
     Write(WriteRoute),
     /// `GET …/memorize/status/{task_id}`: never cached, but watched for `SUCCESS`.
-    TaskStatus { task_id: &'a str },
+    TaskStatus {
+        task_id: &'a str,
+    },
     PassThrough,
 }
 
@@ -57,7 +59,9 @@ pub fn classify<'a>(method: &Method, path: &'a str) -> RouteClass<'a> {
         "memorize" if post => RouteClass::Write(WriteRoute::Memorize),
         "delete" if post => RouteClass::Write(WriteRoute::Delete),
         _ => match tail.strip_prefix("memorize/status/") {
-            Some(task_id) if method == Method::GET && !task_id.is_empty() && !task_id.contains('/') => {
+            Some(task_id)
+                if method == Method::GET && !task_id.is_empty() && !task_id.contains('/') =>
+            {
                 RouteClass::TaskStatus { task_id }
             }
             _ => RouteClass::PassThrough,
@@ -77,25 +81,53 @@ mod tests {
         let post = Method::POST;
         let get = Method::GET;
         let cases: &[(&Method, &str, RouteClass)] = &[
-            (&post, "/api/v1/memory/retrieve/related-memory-items", Read(RelatedMemoryItems)),
-            (&post, "/api/v2/memory/retrieve/related-memory-items", Read(RelatedMemoryItems)),
-            (&post, "/memu/api/v1/memory/retrieve/default-categories", Read(DefaultCategories)),
+            (
+                &post,
+                "/api/v1/memory/retrieve/related-memory-items",
+                Read(RelatedMemoryItems),
+            ),
+            (
+                &post,
+                "/api/v2/memory/retrieve/related-memory-items",
+                Read(RelatedMemoryItems),
+            ),
+            (
+                &post,
+                "/memu/api/v1/memory/retrieve/default-categories",
+                Read(DefaultCategories),
+            ),
             (
                 &post,
                 "/api/v1/memory/retrieve/related-clustered-categories",
                 Read(RelatedClusteredCategories),
             ),
-            (&get, "/api/v1/memory/retrieve/related-memory-items", PassThrough),
+            (
+                &get,
+                "/api/v1/memory/retrieve/related-memory-items",
+                PassThrough,
+            ),
             (&post, "/api/v1/memory/memorize", Write(Memorize)),
             (&post, "/x/api/v2/memory/delete", Write(Delete)),
-            (&get, "/api/v1/memory/memorize/status/abc-1", TaskStatus { task_id: "abc-1" }),
+            (
+                &get,
+                "/api/v1/memory/memorize/status/abc-1",
+                TaskStatus { task_id: "abc-1" },
+            ),
             (&post, "/api/v1/memory/memorize/status/abc-1", PassThrough),
             (&get, "/api/v1/memory/memorize/status/", PassThrough),
-            (&get, "/api/v1/memory/memorize/status/a/summary", PassThrough),
+            (
+                &get,
+                "/api/v1/memory/memorize/status/a/summary",
+                PassThrough,
+            ),
             (&post, "/api/v2/chat", PassThrough),
             (&get, "/health", PassThrough),
             (&get, "/", PassThrough),
-            (&post, "/api/v1/memory/retrieve/related-memory-items/", PassThrough),
+            (
+                &post,
+                "/api/v1/memory/retrieve/related-memory-items/",
+                PassThrough,
+            ),
             (&post, "/retrieve/related-memory-items", PassThrough),
         ];
         for (method, path, want) in cases {

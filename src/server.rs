@@ -13,7 +13,12 @@ use tokio::sync::watch;
 use crate::stack::HttpService;
 
 /// Serves `service` on `listener` until `stop` changes, then drains for at most `grace`.
-pub async fn serve(listener: TcpListener, service: HttpService, mut stop: watch::Receiver<bool>, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    service: HttpService,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
     // Without a timer, hyper's header-read timeout panics on every connection (hyper#3567).
     builder.http1().timer(TokioTimer::new());
@@ -44,7 +49,13 @@ pub async fn serve(listener: TcpListener, service: HttpService, mut stop: watch:
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace expired with requests in flight");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown grace expired with requests in flight"
+        );
     }
 }

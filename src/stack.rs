@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use http_body_util::BodyExt;
 use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -32,9 +32,7 @@ use crate::proxy::{add_timing, set_cache_status, Proxy, RequestInfo, HEADER_CACH
 pub type HttpService = BoxCloneService<Request<Incoming>, Response<ProxyBody>, Infallible>;
 
 /// The proxy's service for the main listener.
-pub fn service(
-    proxy: Arc<Proxy>,
-) -> HttpService {
+pub fn service(proxy: Arc<Proxy>) -> HttpService {
     let metrics = Arc::clone(&proxy.metrics);
     let limit = proxy.max_body_bytes;
     ServiceBuilder::new()
@@ -42,7 +40,10 @@ pub fn service(
         .map_future(move |future| finish(future, Arc::clone(&metrics)))
         .map_response(box_body)
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::PROXY_AUTHORIZATION]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+        ]))
         .layer(RequestBodyLimitLayer::new(limit))
         .service_fn(move |request| {
             let proxy = Arc::clone(&proxy);
@@ -51,9 +52,7 @@ pub fn service(
 }
 
 /// The service of the admin-only listener.
-pub fn admin_service(
-    proxy: Arc<Proxy>,
-) -> HttpService {
+pub fn admin_service(proxy: Arc<Proxy>) -> HttpService {
     let metrics = Arc::clone(&proxy.metrics);
     ServiceBuilder::new()
         .layer(BoxCloneService::layer())
@@ -85,7 +84,10 @@ where
         None => (RouteClassLabel::Unknown, Outcome::Miss),
     };
     metrics.request(route_class, outcome, total);
-    let upstream_ms = info.as_ref().and_then(|i| i.upstream).map(|d| d.as_secs_f64() * 1000.0);
+    let upstream_ms = info
+        .as_ref()
+        .and_then(|i| i.upstream)
+        .map(|d| d.as_secs_f64() * 1000.0);
     tracing::info!(
         method = info.as_ref().map(|i| i.method.as_str()),
         path = info.as_ref().map(|i| i.path.as_str()),
@@ -111,8 +113,9 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<ProxyB
     tracing::error!("handler panicked");
     let mut response = Response::new(full(r#"{"detail":"internal proxy error"}"#));
     *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

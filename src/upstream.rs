@@ -91,11 +91,13 @@ impl Upstream {
     /// Builds the upstream request for a client request: same method, path (under the base path),
     /// query, headers (hop-by-hop removed, `Host` set to memU's) and body. With `identity`, asks
     /// for an unencoded answer, so one client's gzip body is never stored for another.
-    pub fn request(&self, parts: &request::Parts, body: ProxyBody, identity: bool) -> Result<Request<ProxyBody>, http::Error> {
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", PathAndQuery::as_str);
+    pub fn request(
+        &self,
+        parts: &request::Parts,
+        body: ProxyBody,
+        identity: bool,
+    ) -> Result<Request<ProxyBody>, http::Error> {
+        let path_and_query = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -105,7 +107,10 @@ impl Upstream {
         strip_hop_by_hop(&mut headers);
         headers.insert(header::HOST, self.host.clone());
         if identity {
-            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
         }
         let mut request = Request::builder()
             .method(parts.method.clone())
@@ -116,7 +121,10 @@ impl Upstream {
     }
 
     /// Sends `request` and waits for the response head within the deadline; the body streams.
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let mut response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| UpstreamError::Timeout(self.timeout))?
@@ -127,7 +135,11 @@ impl Upstream {
 
     /// Sends `request` and reads the whole answer, all within `deadline` (at most the hard
     /// timeout from now).
-    pub async fn exchange(&self, request: Request<ProxyBody>, deadline: Instant) -> Result<Buffered, UpstreamError> {
+    pub async fn exchange(
+        &self,
+        request: Request<ProxyBody>,
+        deadline: Instant,
+    ) -> Result<Buffered, UpstreamError> {
         let deadline = deadline.min(Instant::now() + self.timeout);
         let exchange = async {
             let response = self.client.request(request).await.map_err(classify)?;

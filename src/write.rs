@@ -25,14 +25,23 @@ use crate::proxy::{add_timing, buffered_response, read_body, set_cache_status, H
 use crate::routes::WriteRoute;
 
 /// Handles one memorize or delete.
-pub async fn handle<B>(proxy: &Arc<Proxy>, route: WriteRoute, request: Request<B>) -> Result<Handled, ProxyError>
+pub async fn handle<B>(
+    proxy: &Arc<Proxy>,
+    route: WriteRoute,
+    request: Request<B>,
+) -> Result<Handled, ProxyError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
     let body = read_body(body, proxy.max_body_bytes).await?;
-    let tenant = tenant_of(parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes));
+    let tenant = tenant_of(
+        parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    );
     let target = write_scope(tenant, &body).map(|scope| {
         let what = invalidation_for(route, &scope);
         (scope, what)
@@ -41,9 +50,15 @@ where
         proxy.invalidate(scope, *what, InvalidationCause::Write);
     }
 
-    let request = proxy.upstream.request(&parts, full(body), false).map_err(ProxyError::BadRequest)?;
+    let request = proxy
+        .upstream
+        .request(&parts, full(body), false)
+        .map_err(ProxyError::BadRequest)?;
     let started = Instant::now();
-    let result = proxy.upstream.exchange(request, started + proxy.upstream.timeout()).await;
+    let result = proxy
+        .upstream
+        .exchange(request, started + proxy.upstream.timeout())
+        .await;
     let upstream = started.elapsed();
     proxy.metrics.upstream(RouteClassLabel::Write, upstream);
     let answer = result?;
@@ -97,9 +112,18 @@ mod tests {
             user: "u".into(),
             agent: agent.map(Into::into),
         };
-        assert_eq!(invalidation_for(WriteRoute::Delete, &scope(None)), Invalidate::AllAgents);
-        assert_eq!(invalidation_for(WriteRoute::Delete, &scope(Some("a"))), Invalidate::Agent);
-        assert_eq!(invalidation_for(WriteRoute::Memorize, &scope(Some("a"))), Invalidate::Agent);
+        assert_eq!(
+            invalidation_for(WriteRoute::Delete, &scope(None)),
+            Invalidate::AllAgents
+        );
+        assert_eq!(
+            invalidation_for(WriteRoute::Delete, &scope(Some("a"))),
+            Invalidate::Agent
+        );
+        assert_eq!(
+            invalidation_for(WriteRoute::Memorize, &scope(Some("a"))),
+            Invalidate::Agent
+        );
     }
 
     #[test]

@@ -42,7 +42,13 @@ async fn a_body_at_the_limit_is_accepted() {
     let memu = MemU::start().await;
     let body = json!({"user_id": "u", "query": "q"}).to_string();
     let proxy = Proxy::start(&memu.url(), |s| s.server.max_body_bytes = body.len() as u64).await;
-    let reply = send(Method::POST, &proxy.url(RELATED), &[("content-type", "application/json")], body).await;
+    let reply = send(
+        Method::POST,
+        &proxy.url(RELATED),
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await;
     assert_eq!(reply.status, 200);
 }
 
@@ -63,10 +69,27 @@ async fn hostile_bytes_never_panic_the_proxy() {
         let _ = raw_request(proxy.addr, bytes).await;
     }
     // Deeply nested JSON is rejected by the parser's recursion limit, not a stack overflow.
-    let nested = format!(r#"{{"user_id":"u","query":"q","x":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
-    let reply = send(Method::POST, &proxy.url(RELATED), &[("content-type", "application/json")], nested).await;
-    assert_eq!(reply.status, 422, "forwarded untouched to memU, which rejects it");
-    let after = post(&proxy.url(RELATED), &related_body("u", Some("a"), "still alive?")).await;
+    let nested = format!(
+        r#"{{"user_id":"u","query":"q","x":{}1{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let reply = send(
+        Method::POST,
+        &proxy.url(RELATED),
+        &[("content-type", "application/json")],
+        nested,
+    )
+    .await;
+    assert_eq!(
+        reply.status, 422,
+        "forwarded untouched to memU, which rejects it"
+    );
+    let after = post(
+        &proxy.url(RELATED),
+        &related_body("u", Some("a"), "still alive?"),
+    )
+    .await;
     assert_eq!(after.status, 200, "the proxy still serves");
     assert_eq!(get(&proxy.url("/healthz")).await.status, 200);
 }
@@ -75,8 +98,19 @@ async fn hostile_bytes_never_panic_the_proxy() {
 async fn json_that_is_not_an_object_is_forwarded_not_cached() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
-    for body in ["[1,2,3]", "\"text\"", "null", "{\"user_id\": [\"u\"], \"query\": \"q\"}"] {
-        let reply = send(Method::POST, &proxy.url(RELATED), &[("content-type", "application/json")], Bytes::from(body)).await;
+    for body in [
+        "[1,2,3]",
+        "\"text\"",
+        "null",
+        "{\"user_id\": [\"u\"], \"query\": \"q\"}",
+    ] {
+        let reply = send(
+            Method::POST,
+            &proxy.url(RELATED),
+            &[("content-type", "application/json")],
+            Bytes::from(body),
+        )
+        .await;
         assert_eq!(reply.status, 422, "{body}");
         assert_eq!(reply.cache_status(), "memu-proxy; fwd=bypass", "{body}");
     }

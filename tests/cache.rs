@@ -20,9 +20,16 @@ async fn repeated_retrieval_is_answered_from_the_cache() {
     assert_eq!(first.cache_status(), "memu-proxy; fwd=miss; stored");
     let second = post(&proxy.url(RELATED), &body).await;
     assert_eq!(second.cache_status(), "memu-proxy; hit");
-    assert_eq!(second.body, first.body, "a hit returns memU's answer byte for byte");
+    assert_eq!(
+        second.body, first.body,
+        "a hit returns memU's answer byte for byte"
+    );
     assert_eq!(second.header("content-type"), "application/json");
-    assert_eq!(second.header("x-process-time"), "0.001", "upstream headers are replayed");
+    assert_eq!(
+        second.header("x-process-time"),
+        "0.001",
+        "upstream headers are replayed"
+    );
     assert_eq!(second.header("age"), "0");
     assert!(second.header("server-timing").contains("cache;dur="));
     assert!(second.header("server-timing").contains("proxy;dur="));
@@ -34,9 +41,21 @@ async fn all_three_retrieval_routes_are_cached() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let cases = [
-        (DEFAULT_CATEGORIES, "default-categories", json!({"user_id": "u1", "agent_id": "a1", "include_inactive": false, "want_summary": true})),
-        (CLUSTERED, "related-clustered-categories", json!({"user_id": "u1", "agent_id": "a1", "category_query": "pets", "top_k": 5, "min_similarity": 0.3, "want_summary": true})),
-        (RELATED, "related-memory-items", related_body("u1", Some("a1"), "cats")),
+        (
+            DEFAULT_CATEGORIES,
+            "default-categories",
+            json!({"user_id": "u1", "agent_id": "a1", "include_inactive": false, "want_summary": true}),
+        ),
+        (
+            CLUSTERED,
+            "related-clustered-categories",
+            json!({"user_id": "u1", "agent_id": "a1", "category_query": "pets", "top_k": 5, "min_similarity": 0.3, "want_summary": true}),
+        ),
+        (
+            RELATED,
+            "related-memory-items",
+            related_body("u1", Some("a1"), "cats"),
+        ),
     ];
     for (path, route, body) in cases {
         post(&proxy.url(path), &body).await;
@@ -50,12 +69,29 @@ async fn all_three_retrieval_routes_are_cached() {
 async fn reworded_equivalents_hit_and_different_questions_miss() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
-    post(&proxy.url(RELATED), &related_body("u1", Some("a1"), "Hello,  World!")).await;
+    post(
+        &proxy.url(RELATED),
+        &related_body("u1", Some("a1"), "Hello,  World!"),
+    )
+    .await;
     // Key order, spacing, \u escapes and 0.3 vs 0.30 do not matter; the query is normalised.
     let raw = r#"{"min_similarity":0.30,"top_k":3,"query":"  hello world","agent_id":"\u0061\u0031","user_id":"u1"}"#;
-    let same = send(http::Method::POST, &proxy.url(RELATED), &[("authorization", "Bearer key-1"), ("content-type", "application/json")], raw).await;
+    let same = send(
+        http::Method::POST,
+        &proxy.url(RELATED),
+        &[
+            ("authorization", "Bearer key-1"),
+            ("content-type", "application/json"),
+        ],
+        raw,
+    )
+    .await;
     assert_eq!(same.cache_status(), "memu-proxy; hit");
-    post(&proxy.url(RELATED), &related_body("u1", Some("a1"), "你好！")).await;
+    post(
+        &proxy.url(RELATED),
+        &related_body("u1", Some("a1"), "你好！"),
+    )
+    .await;
     let zh = post(&proxy.url(RELATED), &related_body("u1", Some("a1"), "你好")).await;
     assert_eq!(zh.cache_status(), "memu-proxy; hit");
     post(&proxy.url(RELATED), &related_body("u1", Some("a1"), "3点")).await;
@@ -70,23 +106,50 @@ async fn users_agents_tenants_and_parameters_never_share_answers() {
     memu.seed("alice", "a1", "Alice's secret");
     memu.seed("bob", "a1", "Bob's secret");
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
-    let alice = post(&proxy.url(RELATED), &related_body("alice", Some("a1"), "secret")).await;
-    let bob = post(&proxy.url(RELATED), &related_body("bob", Some("a1"), "secret")).await;
+    let alice = post(
+        &proxy.url(RELATED),
+        &related_body("alice", Some("a1"), "secret"),
+    )
+    .await;
+    let bob = post(
+        &proxy.url(RELATED),
+        &related_body("bob", Some("a1"), "secret"),
+    )
+    .await;
     assert!(alice.text().contains("Alice's secret"));
     assert!(bob.text().contains("Bob's secret") && !bob.text().contains("Alice"));
     let variants = [
         (related_body("alice", Some("a2"), "secret"), "Bearer key-1"),
         (related_body("alice", None, "secret"), "Bearer key-1"),
         (related_body("alice", Some("a1"), "secret"), "Bearer key-2"),
-        (json!({"user_id": "alice", "agent_id": "a1", "query": "secret", "top_k": 4, "min_similarity": 0.3}), "Bearer key-1"),
-        (json!({"user_id": "alice", "agent_id": "a1", "query": "secret", "top_k": 3, "min_similarity": 0.5}), "Bearer key-1"),
+        (
+            json!({"user_id": "alice", "agent_id": "a1", "query": "secret", "top_k": 4, "min_similarity": 0.3}),
+            "Bearer key-1",
+        ),
+        (
+            json!({"user_id": "alice", "agent_id": "a1", "query": "secret", "top_k": 3, "min_similarity": 0.5}),
+            "Bearer key-1",
+        ),
     ];
     for (body, key) in &variants {
         let reply = post_with(&proxy.url(RELATED), body, &[("authorization", key)]).await;
-        assert_eq!(reply.cache_status(), "memu-proxy; fwd=miss; stored", "{body} {key}");
+        assert_eq!(
+            reply.cache_status(),
+            "memu-proxy; fwd=miss; stored",
+            "{body} {key}"
+        );
     }
-    let no_auth = post_with(&proxy.url(RELATED), &related_body("alice", Some("a1"), "secret"), &[]).await;
-    assert_eq!(no_auth.cache_status(), "memu-proxy; fwd=miss; stored", "no Authorization is its own tenant");
+    let no_auth = post_with(
+        &proxy.url(RELATED),
+        &related_body("alice", Some("a1"), "secret"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        no_auth.cache_status(),
+        "memu-proxy; fwd=miss; stored",
+        "no Authorization is its own tenant"
+    );
     assert_eq!(memu.hits("related-memory-items"), 2 + variants.len() + 1);
 }
 
@@ -105,9 +168,15 @@ async fn only_real_200_json_answers_are_stored() {
     // A fallback is never stored: once memU recovers the next read goes upstream.
     memu.set_failure(Failure::Status(500));
     let body = related_body("u1", Some("a1"), "cats");
-    assert!(post(&proxy.url(RELATED), &body).await.cache_status().contains("detail=upstream-5xx"));
+    assert!(post(&proxy.url(RELATED), &body)
+        .await
+        .cache_status()
+        .contains("detail=upstream-5xx"));
     memu.set_failure(Failure::None);
-    assert_eq!(post(&proxy.url(RELATED), &body).await.cache_status(), "memu-proxy; fwd=miss; stored");
+    assert_eq!(
+        post(&proxy.url(RELATED), &body).await.cache_status(),
+        "memu-proxy; fwd=miss; stored"
+    );
     assert_eq!(memu.hits("related-memory-items"), 4);
 }
 
@@ -117,7 +186,13 @@ async fn unkeyable_bodies_are_forwarded_untouched_and_not_cached() {
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let malformed = r#"{"user_id": "u1", "query": "#;
     for _ in 0..2 {
-        let reply = send(http::Method::POST, &proxy.url(RELATED), &[("content-type", "application/json")], malformed).await;
+        let reply = send(
+            http::Method::POST,
+            &proxy.url(RELATED),
+            &[("content-type", "application/json")],
+            malformed,
+        )
+        .await;
         assert_eq!(reply.status, 422);
         assert!(reply.text().contains("json_invalid"));
         assert_eq!(reply.cache_status(), "memu-proxy; fwd=bypass");
@@ -127,7 +202,11 @@ async fn unkeyable_bodies_are_forwarded_untouched_and_not_cached() {
         assert_eq!(post(&proxy.url(RELATED), &no_user).await.status, 422);
     }
     assert_eq!(memu.hits("related-memory-items"), 4);
-    assert_eq!(memu.seen()[0].body, malformed.as_bytes(), "forwarded byte for byte");
+    assert_eq!(
+        memu.seen()[0].body,
+        malformed.as_bytes(),
+        "forwarded byte for byte"
+    );
 }
 
 #[tokio::test]
@@ -138,19 +217,46 @@ async fn no_cache_refreshes_and_no_store_bypasses() {
     post(&proxy.url(RELATED), &body).await;
     memu.seed("u1", "a1", "new memory");
 
-    let store_skipped = post_with(&proxy.url(RELATED), &body, &[("cache-control", "no-store"), ("authorization", "Bearer key-1")]).await;
+    let store_skipped = post_with(
+        &proxy.url(RELATED),
+        &body,
+        &[
+            ("cache-control", "no-store"),
+            ("authorization", "Bearer key-1"),
+        ],
+    )
+    .await;
     assert_eq!(store_skipped.cache_status(), "memu-proxy; fwd=bypass");
     assert!(store_skipped.text().contains("new memory"));
     let still_old = post(&proxy.url(RELATED), &body).await;
     assert_eq!(still_old.cache_status(), "memu-proxy; hit");
-    assert!(!still_old.text().contains("new memory"), "no-store did not replace the entry");
+    assert!(
+        !still_old.text().contains("new memory"),
+        "no-store did not replace the entry"
+    );
 
-    let refreshed = post_with(&proxy.url(RELATED), &body, &[("cache-control", "no-cache"), ("authorization", "Bearer key-1")]).await;
-    assert!(refreshed.text().contains("new memory"), "{}", refreshed.text());
+    let refreshed = post_with(
+        &proxy.url(RELATED),
+        &body,
+        &[
+            ("cache-control", "no-cache"),
+            ("authorization", "Bearer key-1"),
+        ],
+    )
+    .await;
+    assert!(
+        refreshed.text().contains("new memory"),
+        "{}",
+        refreshed.text()
+    );
     assert_eq!(refreshed.cache_status(), "memu-proxy; fwd=miss; stored");
     let now_new = post(&proxy.url(RELATED), &body).await;
     assert_eq!(now_new.cache_status(), "memu-proxy; hit");
-    assert!(now_new.text().contains("new memory"), "no-cache stored the fresh answer: {}", now_new.text());
+    assert!(
+        now_new.text().contains("new memory"),
+        "no-cache stored the fresh answer: {}",
+        now_new.text()
+    );
     assert_eq!(memu.hits("related-memory-items"), 3);
 }
 
@@ -164,7 +270,11 @@ async fn concurrent_identical_misses_make_one_upstream_request() {
     let requests = (0..16).map(|i| {
         let url = url.clone();
         // Re-worded variants normalise to the same key and join the same fetch.
-        let query = if i % 2 == 0 { "Who is Mochi?" } else { "who is mochi" };
+        let query = if i % 2 == 0 {
+            "Who is Mochi?"
+        } else {
+            "who is mochi"
+        };
         tokio::spawn(async move { post(&url, &related_body("u1", Some("a1"), query)).await })
     });
     let replies = futures_util::future::join_all(requests).await;
@@ -177,7 +287,10 @@ async fn concurrent_identical_misses_make_one_upstream_request() {
     }
     assert_eq!(memu.hits("related-memory-items"), 1);
     assert_eq!(collapsed, 15);
-    assert_eq!(metric(&proxy.metrics().await, "memu_proxy_coalesced_waits_total"), 15.0);
+    assert_eq!(
+        metric(&proxy.metrics().await, "memu_proxy_coalesced_waits_total"),
+        15.0
+    );
 }
 
 #[tokio::test]
@@ -186,9 +299,15 @@ async fn entries_expire_after_the_ttl() {
     let proxy = Proxy::start(&memu.url(), |s| s.cache.ttl_secs = 1).await;
     let body = related_body("u1", Some("a1"), "cats");
     post(&proxy.url(RELATED), &body).await;
-    assert_eq!(post(&proxy.url(RELATED), &body).await.cache_status(), "memu-proxy; hit");
+    assert_eq!(
+        post(&proxy.url(RELATED), &body).await.cache_status(),
+        "memu-proxy; hit"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(post(&proxy.url(RELATED), &body).await.cache_status(), "memu-proxy; fwd=miss; stored");
+    assert_eq!(
+        post(&proxy.url(RELATED), &body).await.cache_status(),
+        "memu-proxy; fwd=miss; stored"
+    );
     assert_eq!(memu.hits("related-memory-items"), 2);
 }
 
@@ -198,11 +317,21 @@ async fn the_cache_stays_within_its_byte_bound() {
     memu.seed("u1", "a1", &"x".repeat(2000));
     let proxy = Proxy::start(&memu.url(), |s| s.cache.max_bytes = 32 * 1024).await;
     for i in 0..100 {
-        post(&proxy.url(RELATED), &related_body("u1", Some("a1"), &format!("query {i}"))).await;
+        post(
+            &proxy.url(RELATED),
+            &related_body("u1", Some("a1"), &format!("query {i}")),
+        )
+        .await;
     }
     let metrics = proxy.metrics().await;
-    assert!(metric(&metrics, "memu_proxy_cache_bytes") <= 32.0 * 1024.0, "{metrics}");
-    assert!(metric(&metrics, "memu_proxy_cache_evictions_total") > 0.0, "{metrics}");
+    assert!(
+        metric(&metrics, "memu_proxy_cache_bytes") <= 32.0 * 1024.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "memu_proxy_cache_evictions_total") > 0.0,
+        "{metrics}"
+    );
     assert!(metric(&metrics, "memu_proxy_cache_entries") < 100.0);
 }
 
@@ -212,7 +341,10 @@ async fn caching_can_be_disabled() {
     let proxy = Proxy::start(&memu.url(), |s| s.cache.enabled = false).await;
     let body = related_body("u1", Some("a1"), "cats");
     for _ in 0..2 {
-        assert_eq!(post(&proxy.url(RELATED), &body).await.cache_status(), "memu-proxy; fwd=bypass");
+        assert_eq!(
+            post(&proxy.url(RELATED), &body).await.cache_status(),
+            "memu-proxy; fwd=bypass"
+        );
     }
     assert_eq!(memu.hits("related-memory-items"), 2);
 }

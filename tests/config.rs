@@ -18,7 +18,11 @@ fn the_shipped_proxy_toml_parses_and_validates() {
     assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:8000");
     assert_eq!(config.upstream.timeout.as_millis(), 2000);
     assert_eq!(config.cache.ttl.as_secs(), 300);
-    assert_eq!(settings, Settings::default(), "proxy.toml documents the built-in defaults");
+    assert_eq!(
+        settings,
+        Settings::default(),
+        "proxy.toml documents the built-in defaults"
+    );
 }
 
 #[test]
@@ -26,10 +30,20 @@ fn check_config_prints_the_effective_configuration_with_flags_applied() {
     let dir = tempdir();
     let out = Command::new(BIN)
         .current_dir(&dir)
-        .args(["--check-config", "--timeout-ms", "750", "--upstream", "http://127.0.0.1:9/memu"])
+        .args([
+            "--check-config",
+            "--timeout-ms",
+            "750",
+            "--upstream",
+            "http://127.0.0.1:9/memu",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
     assert_eq!(printed.upstream.timeout_ms, 750);
     assert_eq!(printed.upstream.url, "http://127.0.0.1:9/memu");
@@ -39,7 +53,11 @@ fn check_config_prints_the_effective_configuration_with_flags_applied() {
 fn proxy_toml_in_the_working_directory_is_read() {
     let dir = tempdir();
     std::fs::write(dir.join("proxy.toml"), "[cache]\nttl_secs = 42\n").unwrap();
-    let out = Command::new(BIN).current_dir(&dir).arg("--check-config").output().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .arg("--check-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ttl_secs = 42"));
 }
@@ -51,15 +69,30 @@ fn a_bad_config_names_the_key_and_exits_before_binding() {
     let any_port: &[&str] = &["--listen", "127.0.0.1:0"];
     let cases: &[(&str, &[&str], &str)] = &[
         ("[cache]\nttl_sec = 5\n", any_port, "ttl_sec"),
-        ("[upstream]\ntimeout_ms = 0\n", any_port, "upstream.timeout_ms"),
+        (
+            "[upstream]\ntimeout_ms = 0\n",
+            any_port,
+            "upstream.timeout_ms",
+        ),
         ("[server]\nlisten = \"nowhere\"\n", &[], "server.listen"),
-        ("", &["--listen", "127.0.0.1:0", "--upstream", "ftp://x"], "upstream.url"),
-        ("[upstream]\ntimeout_ms = \"fast\"\n", any_port, "timeout_ms"),
+        (
+            "",
+            &["--listen", "127.0.0.1:0", "--upstream", "ftp://x"],
+            "upstream.url",
+        ),
+        (
+            "[upstream]\ntimeout_ms = \"fast\"\n",
+            any_port,
+            "timeout_ms",
+        ),
     ];
     for (file, flags, key) in cases {
         let path = dir.join("bad.toml");
         std::fs::write(&path, file).unwrap();
-        let out = output_within(Command::new(BIN).arg("--config").arg(&path).args(*flags), 10);
+        let out = output_within(
+            Command::new(BIN).arg("--config").arg(&path).args(*flags),
+            10,
+        );
         assert_eq!(out.status.code(), Some(2), "{file}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(key), "{key} not named in: {stderr}");
@@ -68,7 +101,10 @@ fn a_bad_config_names_the_key_and_exits_before_binding() {
 
 #[test]
 fn a_missing_config_file_is_an_error() {
-    let out = Command::new(BIN).args(["--config", "/nonexistent/proxy.toml", "--check-config"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/proxy.toml", "--check-config"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/proxy.toml"));
 }
@@ -93,7 +129,11 @@ fn output_within(command: &mut Command, secs: u64) -> std::process::Output {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("memu-proxy-config-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir = std::env::temp_dir().join(format!(
+        "memu-proxy-config-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

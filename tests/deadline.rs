@@ -34,12 +34,21 @@ async fn slow_retrievals_get_the_empty_answer_at_the_deadline() {
     memu.set_latency(Duration::from_secs(3));
     let proxy = slow_proxy(&memu).await;
     let cases = [
-        (RELATED, related_body("u", Some("a"), "Wie geht's? \"quoted\" 你好"),
-         json!({"related_memories": [], "query": "Wie geht's? \"quoted\" 你好", "total_found": 0, "search_params": {}})),
-        (DEFAULT_CATEGORIES, json!({"user_id": "u", "agent_id": "a", "include_inactive": false, "want_summary": true}),
-         json!({"categories": [], "total_categories": 0})),
-        (CLUSTERED, json!({"user_id": "u", "agent_id": "a", "category_query": "Pets!", "top_k": 5, "min_similarity": 0.3}),
-         json!({"clustered_categories": [], "category_query": "Pets!", "total_categories_found": 0, "search_params": {}})),
+        (
+            RELATED,
+            related_body("u", Some("a"), "Wie geht's? \"quoted\" 你好"),
+            json!({"related_memories": [], "query": "Wie geht's? \"quoted\" 你好", "total_found": 0, "search_params": {}}),
+        ),
+        (
+            DEFAULT_CATEGORIES,
+            json!({"user_id": "u", "agent_id": "a", "include_inactive": false, "want_summary": true}),
+            json!({"categories": [], "total_categories": 0}),
+        ),
+        (
+            CLUSTERED,
+            json!({"user_id": "u", "agent_id": "a", "category_query": "Pets!", "top_k": 5, "min_similarity": 0.3}),
+            json!({"clustered_categories": [], "category_query": "Pets!", "total_categories_found": 0, "search_params": {}}),
+        ),
     ];
     for (path, body, want) in cases {
         let started = Instant::now();
@@ -49,10 +58,16 @@ async fn slow_retrievals_get_the_empty_answer_at_the_deadline() {
         assert_eq!(reply.header("content-type"), "application/json");
         assert_eq!(reply.json(), want, "{path}");
         assert_eq!(reply.cache_status(), "memu-proxy; fwd=miss; detail=timeout");
-        assert!(took >= deadline() && took < deadline() + MARGIN, "{path} took {took:?}");
+        assert!(
+            took >= deadline() && took < deadline() + MARGIN,
+            "{path} took {took:?}"
+        );
     }
     let metrics = proxy.metrics().await;
-    assert_eq!(metric(&metrics, r#"memu_proxy_fallbacks_total{reason="timeout"}"#), 3.0);
+    assert_eq!(
+        metric(&metrics, r#"memu_proxy_fallbacks_total{reason="timeout"}"#),
+        3.0
+    );
 }
 
 #[tokio::test]
@@ -60,7 +75,11 @@ async fn a_down_upstream_gets_the_empty_answer_at_once() {
     let proxy = Proxy::start(&dead_upstream().await, |s| s.upstream.timeout_ms = 2000).await;
     let started = Instant::now();
     let reply = post(&proxy.url(RELATED), &related_body("u", Some("a"), "hi")).await;
-    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["related_memories"], json!([]));
     assert_eq!(reply.json()["query"], "hi");
@@ -74,10 +93,16 @@ async fn server_errors_and_non_json_answers_fall_back_but_4xx_pass_through() {
     let body = related_body("u", Some("a"), "hi");
     memu.set_failure(Failure::Status(503));
     let reply = post(&proxy.url(RELATED), &body).await;
-    assert_eq!((reply.status.as_u16(), reply.cache_status().as_str()), (200, "memu-proxy; fwd=miss; detail=upstream-5xx"));
+    assert_eq!(
+        (reply.status.as_u16(), reply.cache_status().as_str()),
+        (200, "memu-proxy; fwd=miss; detail=upstream-5xx")
+    );
     memu.set_failure(Failure::NotJson);
     let reply = post(&proxy.url(RELATED), &body).await;
-    assert_eq!((reply.status.as_u16(), reply.cache_status().as_str()), (200, "memu-proxy; fwd=miss; detail=invalid-json"));
+    assert_eq!(
+        (reply.status.as_u16(), reply.cache_status().as_str()),
+        (200, "memu-proxy; fwd=miss; detail=invalid-json")
+    );
     assert_eq!(reply.json()["total_found"], 0);
     memu.set_failure(Failure::Status(401));
     let reply = post(&proxy.url(RELATED), &body).await;
@@ -97,9 +122,17 @@ async fn waiters_on_a_slow_fetch_each_get_the_fallback_at_their_deadline() {
         async move { post(&url, &related_body("u", Some("a"), "slow")).await }
     }))
     .await;
-    assert!(started.elapsed() < deadline() + MARGIN, "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < deadline() + MARGIN,
+        "{:?}",
+        started.elapsed()
+    );
     for reply in replies {
-        assert!(reply.cache_status().contains("detail=timeout"), "{}", reply.cache_status());
+        assert!(
+            reply.cache_status().contains("detail=timeout"),
+            "{}",
+            reply.cache_status()
+        );
     }
     assert_eq!(memu.hits("related-memory-items"), 1);
 }
@@ -113,18 +146,35 @@ async fn slow_writes_get_504_and_are_not_faked() {
     let reply = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "hello")).await;
     assert!(started.elapsed() < deadline() + MARGIN);
     assert_eq!(reply.status, 504);
-    assert!(reply.json()["detail"].as_str().unwrap().contains("did not answer"), "{}", reply.text());
+    assert!(
+        reply.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{}",
+        reply.text()
+    );
     assert!(reply.json().get("task_id").is_none());
-    assert_eq!(memu.hits("memorize"), 1, "forwarded exactly once, never retried");
+    assert_eq!(
+        memu.hits("memorize"),
+        1,
+        "forwarded exactly once, never retried"
+    );
 }
 
 #[tokio::test]
 async fn writes_to_a_down_upstream_get_502() {
     let proxy = Proxy::start(&dead_upstream().await, |_| {}).await;
-    for (path, body) in [(MEMORIZE, memorize_body("u", "a", "x")), (DELETE, json!({"user_id": "u", "agent_id": null}))] {
+    for (path, body) in [
+        (MEMORIZE, memorize_body("u", "a", "x")),
+        (DELETE, json!({"user_id": "u", "agent_id": null})),
+    ] {
         let reply = post(&proxy.url(path), &body).await;
         assert_eq!(reply.status, 502, "{path}");
-        assert!(reply.json()["detail"].as_str().unwrap().contains("unreachable"));
+        assert!(reply.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"));
         assert_eq!(reply.cache_status(), "memu-proxy; fwd=bypass");
     }
 }

@@ -17,7 +17,14 @@ use support::*;
 async fn unknown_routes_pass_through_unchanged() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
-    for method in [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS] {
+    for method in [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ] {
         let reply = send(
             method.clone(),
             &proxy.url("/echo/some/path?x=1&y=%E4%BD%A0"),
@@ -40,12 +47,18 @@ async fn unknown_routes_pass_through_unchanged() {
         assert_eq!(echo["headers"]["x-custom"], "kept");
         assert_eq!(echo["headers"]["authorization"], "Bearer secret");
         assert_eq!(echo["headers"]["host"], memu.addr.to_string());
-        assert!(echo["headers"].get("x-hop").is_none(), "headers named in Connection are hop-by-hop");
+        assert!(
+            echo["headers"].get("x-hop").is_none(),
+            "headers named in Connection are hop-by-hop"
+        );
         assert!(echo["headers"].get("te").is_none());
         assert_eq!(reply.header("x-upstream-custom"), "yes");
         assert_eq!(reply.cache_status(), "memu-proxy; fwd=bypass");
         let timing = reply.header("server-timing");
-        assert!(timing.starts_with("db;dur=1.5, upstream;dur="), "upstream Server-Timing kept first: {timing}");
+        assert!(
+            timing.starts_with("db;dur=1.5, upstream;dur="),
+            "upstream Server-Timing kept first: {timing}"
+        );
         assert!(timing.contains("proxy;dur="));
     }
 }
@@ -57,7 +70,10 @@ async fn memus_own_routes_and_errors_pass_through() {
     let health = get(&proxy.url("/health")).await;
     assert_eq!(health.json()["status"], "healthy");
     let missing = get(&proxy.url("/api/v1/memory/memorize/status/nope")).await;
-    assert_eq!((missing.status.as_u16(), missing.json()), (404, json!({"detail": "Task not found"})));
+    assert_eq!(
+        (missing.status.as_u16(), missing.json()),
+        (404, json!({"detail": "Task not found"}))
+    );
     let not_found = post(&proxy.url("/api/v9/unknown"), &json!({})).await;
     assert_eq!(not_found.status, 404);
 }
@@ -71,7 +87,13 @@ async fn the_upstream_base_path_is_kept() {
     assert_eq!(reply.cache_status(), "memu-proxy; hit");
     send(Method::GET, &proxy.url("/echo/x?q=1"), &[], "").await;
     let uris: Vec<String> = memu.seen().iter().map(|s| s.uri.clone()).collect();
-    assert_eq!(uris, ["/memu/api/v1/memory/retrieve/related-memory-items", "/memu/echo/x?q=1"]);
+    assert_eq!(
+        uris,
+        [
+            "/memu/api/v1/memory/retrieve/related-memory-items",
+            "/memu/echo/x?q=1"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -81,8 +103,14 @@ async fn v2_routes_are_recognised_and_cached_apart_from_v1() {
     let v2 = "/api/v2/memory/retrieve/related-memory-items";
     let body = related_body("u", Some("a"), "q");
     post(&proxy.url(RELATED), &body).await;
-    assert_eq!(post(&proxy.url(v2), &body).await.cache_status(), "memu-proxy; fwd=miss; stored");
-    assert_eq!(post(&proxy.url(v2), &body).await.cache_status(), "memu-proxy; hit");
+    assert_eq!(
+        post(&proxy.url(v2), &body).await.cache_status(),
+        "memu-proxy; fwd=miss; stored"
+    );
+    assert_eq!(
+        post(&proxy.url(v2), &body).await.cache_status(),
+        "memu-proxy; hit"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +119,9 @@ async fn chat_streams_arrive_event_by_event() {
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let request = Request::post(proxy.url("/api/v2/chat"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(r#"{"user_id":"u","agent_id":"a","message":"hi","kwargs":{"stream":true}}"#)))
+        .body(Full::new(Bytes::from(
+            r#"{"user_id":"u","agent_id":"a","message":"hi","kwargs":{"stream":true}}"#,
+        )))
         .unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let response = client.request(request).await.unwrap();
@@ -104,7 +134,9 @@ async fn chat_streams_arrive_event_by_event() {
         while !received.contains(word) {
             let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
                 .await
-                .unwrap_or_else(|_| panic!("event {step} did not arrive before the stream continued"))
+                .unwrap_or_else(|_| {
+                    panic!("event {step} did not arrive before the stream continued")
+                })
                 .unwrap()
                 .unwrap();
             if let Ok(data) = frame.into_data() {
@@ -123,10 +155,18 @@ async fn upstream_connections_are_pooled() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     for i in 0..20 {
-        post(&proxy.url(RELATED), &related_body("u", Some("a"), &format!("q{i}"))).await;
+        post(
+            &proxy.url(RELATED),
+            &related_body("u", Some("a"), &format!("q{i}")),
+        )
+        .await;
     }
     assert_eq!(memu.hits("related-memory-items"), 20);
-    assert!(memu.connections() <= 2, "{} connections for 20 sequential requests", memu.connections());
+    assert!(
+        memu.connections() <= 2,
+        "{} connections for 20 sequential requests",
+        memu.connections()
+    );
 }
 
 #[tokio::test]
@@ -141,6 +181,12 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let run = proxy.shutdown();
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, 200, "the in-flight write completed");
-    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

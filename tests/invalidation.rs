@@ -11,25 +11,45 @@ use support::*;
 async fn warm(proxy: &Proxy, user: &str, agent: Option<&str>) {
     let body = related_body(user, agent, "pets");
     post(&proxy.url(RELATED), &body).await;
-    assert_eq!(post(&proxy.url(RELATED), &body).await.cache_status(), "memu-proxy; hit");
+    assert_eq!(
+        post(&proxy.url(RELATED), &body).await.cache_status(),
+        "memu-proxy; hit"
+    );
 }
 
 async fn status_of(proxy: &Proxy, user: &str, agent: Option<&str>) -> String {
-    post(&proxy.url(RELATED), &related_body(user, agent, "pets")).await.cache_status()
+    post(&proxy.url(RELATED), &related_body(user, agent, "pets"))
+        .await
+        .cache_status()
 }
 
 #[tokio::test]
 async fn memorize_invalidates_that_agent_and_the_users_agentless_reads_only() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
-    for (user, agent) in [("u", Some("a")), ("u", None), ("u", Some("b")), ("v", Some("a"))] {
+    for (user, agent) in [
+        ("u", Some("a")),
+        ("u", None),
+        ("u", Some("b")),
+        ("v", Some("a")),
+    ] {
         warm(&proxy, user, agent).await;
     }
-    let written = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "I adopted a cat")).await;
+    let written = post(
+        &proxy.url(MEMORIZE),
+        &memorize_body("u", "a", "I adopted a cat"),
+    )
+    .await;
     assert_eq!(written.status, 200);
     assert_eq!(written.json()["status"], "PENDING");
-    assert_eq!(status_of(&proxy, "u", Some("a")).await, "memu-proxy; fwd=miss; stored");
-    assert_eq!(status_of(&proxy, "u", None).await, "memu-proxy; fwd=miss; stored");
+    assert_eq!(
+        status_of(&proxy, "u", Some("a")).await,
+        "memu-proxy; fwd=miss; stored"
+    );
+    assert_eq!(
+        status_of(&proxy, "u", None).await,
+        "memu-proxy; fwd=miss; stored"
+    );
     assert_eq!(status_of(&proxy, "u", Some("b")).await, "memu-proxy; hit");
     assert_eq!(status_of(&proxy, "v", Some("a")).await, "memu-proxy; hit");
     assert_eq!(memu.hits("memorize"), 1, "the write was forwarded once");
@@ -40,7 +60,12 @@ async fn a_write_under_another_api_key_does_not_invalidate_this_tenant() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     warm(&proxy, "u", Some("a")).await;
-    post_with(&proxy.url(MEMORIZE), &memorize_body("u", "a", "x"), &[("authorization", "Bearer other")]).await;
+    post_with(
+        &proxy.url(MEMORIZE),
+        &memorize_body("u", "a", "x"),
+        &[("authorization", "Bearer other")],
+    )
+    .await;
     assert_eq!(status_of(&proxy, "u", Some("a")).await, "memu-proxy; hit");
 }
 
@@ -49,11 +74,21 @@ async fn task_success_seen_through_the_proxy_invalidates_again() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let body = related_body("u", Some("a"), "pets");
-    let written = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "Mochi is my cat")).await;
+    let written = post(
+        &proxy.url(MEMORIZE),
+        &memorize_body("u", "a", "Mochi is my cat"),
+    )
+    .await;
     let task_id = written.json()["task_id"].as_str().unwrap().to_owned();
     // Read while memU is still applying the write: the old (empty) answer gets cached.
-    assert!(!post(&proxy.url(RELATED), &body).await.text().contains("Mochi"));
-    assert_eq!(post(&proxy.url(RELATED), &body).await.cache_status(), "memu-proxy; hit");
+    assert!(!post(&proxy.url(RELATED), &body)
+        .await
+        .text()
+        .contains("Mochi"));
+    assert_eq!(
+        post(&proxy.url(RELATED), &body).await.cache_status(),
+        "memu-proxy; hit"
+    );
 
     memu.complete_tasks();
     let status = get(&proxy.url(&format!("/api/v1/memory/memorize/status/{task_id}"))).await;
@@ -62,20 +97,39 @@ async fn task_success_seen_through_the_proxy_invalidates_again() {
     assert_eq!(fresh.cache_status(), "memu-proxy; fwd=miss; stored");
     assert!(fresh.text().contains("Mochi is my cat"), "{}", fresh.text());
     let metrics = proxy.metrics().await;
-    assert_eq!(metric(&metrics, r#"memu_proxy_cache_invalidations_total{cause="task_success"}"#), 1.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"memu_proxy_cache_invalidations_total{cause="task_success"}"#
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn delete_with_null_agent_invalidates_every_agent_of_the_user() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
-    for (user, agent) in [("u", Some("a")), ("u", Some("b")), ("u", None), ("v", Some("a"))] {
+    for (user, agent) in [
+        ("u", Some("a")),
+        ("u", Some("b")),
+        ("u", None),
+        ("v", Some("a")),
+    ] {
         warm(&proxy, user, agent).await;
     }
-    let deleted = post(&proxy.url(DELETE), &json!({"user_id": "u", "agent_id": null})).await;
+    let deleted = post(
+        &proxy.url(DELETE),
+        &json!({"user_id": "u", "agent_id": null}),
+    )
+    .await;
     assert_eq!(deleted.json()["success"], true);
     for agent in [Some("a"), Some("b"), None] {
-        assert_eq!(status_of(&proxy, "u", agent).await, "memu-proxy; fwd=miss; stored", "{agent:?}");
+        assert_eq!(
+            status_of(&proxy, "u", agent).await,
+            "memu-proxy; fwd=miss; stored",
+            "{agent:?}"
+        );
     }
     assert_eq!(status_of(&proxy, "v", Some("a")).await, "memu-proxy; hit");
 }
@@ -86,8 +140,15 @@ async fn delete_of_one_agent_leaves_other_agents_cached() {
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     warm(&proxy, "u", Some("a")).await;
     warm(&proxy, "u", Some("b")).await;
-    post(&proxy.url(DELETE), &json!({"user_id": "u", "agent_id": "a"})).await;
-    assert_eq!(status_of(&proxy, "u", Some("a")).await, "memu-proxy; fwd=miss; stored");
+    post(
+        &proxy.url(DELETE),
+        &json!({"user_id": "u", "agent_id": "a"}),
+    )
+    .await;
+    assert_eq!(
+        status_of(&proxy, "u", Some("a")).await,
+        "memu-proxy; fwd=miss; stored"
+    );
     assert_eq!(status_of(&proxy, "u", Some("b")).await, "memu-proxy; hit");
 }
 
@@ -105,12 +166,19 @@ async fn a_read_that_raced_a_write_is_not_served_as_fresh() {
         async move { post(&url, &body).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let write = post(&proxy.url(DELETE), &json!({"user_id": "u", "agent_id": "a"})).await;
+    let write = post(
+        &proxy.url(DELETE),
+        &json!({"user_id": "u", "agent_id": "a"}),
+    )
+    .await;
     assert_eq!(write.status, 200);
     read.await.unwrap();
     memu.set_route_latency("related-memory-items", Duration::ZERO);
     // The raced answer predates the write: the next read goes to memU again.
-    assert_eq!(post(&proxy.url(RELATED), &body).await.cache_status(), "memu-proxy; fwd=miss; stored");
+    assert_eq!(
+        post(&proxy.url(RELATED), &body).await.cache_status(),
+        "memu-proxy; fwd=miss; stored"
+    );
     assert_eq!(memu.hits("related-memory-items"), 2);
 }
 
@@ -125,9 +193,17 @@ async fn a_read_arriving_after_a_write_does_not_join_a_fetch_started_before_it()
         async move { post(&url, &body).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    post(&proxy.url(DELETE), &json!({"user_id": "u", "agent_id": "a"})).await;
+    post(
+        &proxy.url(DELETE),
+        &json!({"user_id": "u", "agent_id": "a"}),
+    )
+    .await;
     let after = post(&proxy.url(RELATED), &body).await;
-    assert!(!after.cache_status().contains("collapsed"), "{}", after.cache_status());
+    assert!(
+        !after.cache_status().contains("collapsed"),
+        "{}",
+        after.cache_status()
+    );
     before.await.unwrap();
     assert_eq!(memu.hits("related-memory-items"), 2);
 }
@@ -139,8 +215,14 @@ async fn failed_writes_are_reported_and_still_invalidate() {
     warm(&proxy, "u", Some("a")).await;
     memu.set_failure(Failure::Status(500));
     let failed = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "x")).await;
-    assert_eq!(failed.status, 500, "memU's failure is passed on, not hidden");
+    assert_eq!(
+        failed.status, 500,
+        "memU's failure is passed on, not hidden"
+    );
     memu.set_failure(Failure::None);
     // memU may have applied part of the write before failing: do not trust the old answer.
-    assert_eq!(status_of(&proxy, "u", Some("a")).await, "memu-proxy; fwd=miss; stored");
+    assert_eq!(
+        status_of(&proxy, "u", Some("a")).await,
+        "memu-proxy; fwd=miss; stored"
+    );
 }

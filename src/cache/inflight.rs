@@ -67,13 +67,18 @@ impl<K: Hash + Eq + Clone, V: Clone> Inflight<K, V> {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<K, watch::Receiver<Option<V>>>> {
-        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn release(&self, key: &K, tx: &watch::Sender<Option<V>>) {
         let mut map = self.lock();
         // Remove only our own registration: a newer fetch may already hold the key.
-        if map.get(key).is_some_and(|rx| rx.same_channel(&tx.subscribe())) {
+        if map
+            .get(key)
+            .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+        {
             map.remove(key);
         }
     }
@@ -123,7 +128,9 @@ mod tests {
     #[tokio::test]
     async fn followers_share_the_leaders_outcome() {
         let inflight = Arc::new(Inflight::<u32, u32>::default());
-        let Joined::Leader(lease) = inflight.join(&1) else { panic!("first is leader") };
+        let Joined::Leader(lease) = inflight.join(&1) else {
+            panic!("first is leader")
+        };
         let waiters: Vec<_> = (0..5)
             .map(|_| match inflight.join(&1) {
                 Joined::Follower(rx) => tokio::spawn(outcome(rx)),
@@ -143,8 +150,12 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_lease_wakes_waiters_and_frees_the_key() {
         let inflight = Arc::new(Inflight::<u32, u32>::default());
-        let Joined::Leader(lease) = inflight.join(&7) else { panic!() };
-        let Joined::Follower(rx) = inflight.join(&7) else { panic!() };
+        let Joined::Leader(lease) = inflight.join(&7) else {
+            panic!()
+        };
+        let Joined::Follower(rx) = inflight.join(&7) else {
+            panic!()
+        };
         drop(lease);
         assert_eq!(outcome(rx).await, None);
         assert!(inflight.is_empty());
@@ -153,11 +164,15 @@ mod tests {
     #[tokio::test]
     async fn an_old_lease_does_not_unregister_a_newer_fetch() {
         let inflight = Arc::new(Inflight::<u32, u32>::default());
-        let Joined::Leader(old) = inflight.join(&3) else { panic!() };
+        let Joined::Leader(old) = inflight.join(&3) else {
+            panic!()
+        };
         // Simulate the old registration being replaced (it completed and a new fetch began).
         let old_tx = old.tx.as_ref().unwrap().clone();
         inflight.release(&3, &old_tx);
-        let Joined::Leader(_new) = inflight.join(&3) else { panic!() };
+        let Joined::Leader(_new) = inflight.join(&3) else {
+            panic!()
+        };
         drop(old);
         assert_eq!(inflight.len(), 1);
     }

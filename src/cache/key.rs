@@ -65,7 +65,12 @@ impl CacheKey {
 /// Builds the key of a retrieval, or `None` when the body is not cacheable (not a JSON object,
 /// `user_id` missing or not a string, `agent_id` or the query field of the wrong type). Such
 /// requests are forwarded untouched.
-pub fn read_key(route: ReadRoute, path_and_query: &str, tenant: Tenant, body: &[u8]) -> Option<KeyedRead> {
+pub fn read_key(
+    route: ReadRoute,
+    path_and_query: &str,
+    tenant: Tenant,
+    body: &[u8],
+) -> Option<KeyedRead> {
     let mut fields: Map<String, Value> = serde_json::from_slice(body).ok()?;
     let scope = take_scope(&mut fields, tenant)?;
     let raw_query = match route.query_field() {
@@ -76,7 +81,7 @@ pub fn read_key(route: ReadRoute, path_and_query: &str, tenant: Tenant, body: &[
         None => None,
     };
     if let Some(Value::Array(categories)) = fields.get_mut("include_categories") {
-        categories.sort_by(|a, b| canonical(a).cmp(&canonical(b)));
+        categories.sort_by_cached_key(canonical);
         categories.dedup();
     }
     Some(KeyedRead {
@@ -107,7 +112,11 @@ fn take_scope(fields: &mut Map<String, Value>, tenant: Tenant) -> Option<Scope> 
         Some(Value::String(agent)) => Some(agent.into_boxed_str()),
         Some(_) => return None,
     };
-    Some(Scope { tenant, user, agent })
+    Some(Scope {
+        tenant,
+        user,
+        agent,
+    })
 }
 
 /// Canonical text of the remaining top-level fields; `null` fields are dropped (≡ absent).
@@ -224,7 +233,8 @@ mod tests {
 
     #[test]
     fn every_field_that_changes_the_answer_changes_the_key() {
-        let base = r#"{"user_id":"u1","agent_id":"a1","query":"cats","top_k":3,"min_similarity":0.3}"#;
+        let base =
+            r#"{"user_id":"u1","agent_id":"a1","query":"cats","top_k":3,"min_similarity":0.3}"#;
         let different = [
             r#"{"user_id":"u2","agent_id":"a1","query":"cats","top_k":3,"min_similarity":0.3}"#,
             r#"{"user_id":"u1","agent_id":"a2","query":"cats","top_k":3,"min_similarity":0.3}"#,
@@ -239,9 +249,19 @@ mod tests {
         for body in different {
             assert_ne!(key(base), key(body), "{body}");
         }
-        let other_tenant = read_key(RelatedMemoryItems, PATH, tenant_of(Some(b"Bearer k2")), base.as_bytes());
+        let other_tenant = read_key(
+            RelatedMemoryItems,
+            PATH,
+            tenant_of(Some(b"Bearer k2")),
+            base.as_bytes(),
+        );
         assert_ne!(key(base), other_tenant.unwrap().key);
-        let v2 = read_key(RelatedMemoryItems, "/api/v2/memory/retrieve/related-memory-items", None, base.as_bytes());
+        let v2 = read_key(
+            RelatedMemoryItems,
+            "/api/v2/memory/retrieve/related-memory-items",
+            None,
+            base.as_bytes(),
+        );
         assert_ne!(key(base), v2.unwrap().key);
     }
 
@@ -267,7 +287,10 @@ mod tests {
             r#"{"user_id":"u"}"#,
             r#"{"user_id":"u","query":null}"#,
         ] {
-            assert!(read_key(RelatedMemoryItems, PATH, None, body.as_bytes()).is_none(), "{body}");
+            assert!(
+                read_key(RelatedMemoryItems, PATH, None, body.as_bytes()).is_none(),
+                "{body}"
+            );
         }
         let no_query = read_key(DefaultCategories, PATH, None, br#"{"user_id":"u"}"#);
         assert!(no_query.is_some());
@@ -275,7 +298,12 @@ mod tests {
 
     #[test]
     fn raw_query_is_kept_for_echoing() {
-        let read = read_key(RelatedMemoryItems, PATH, None, r#"{"user_id":"u","query":"Hi There!"}"#.as_bytes());
+        let read = read_key(
+            RelatedMemoryItems,
+            PATH,
+            None,
+            r#"{"user_id":"u","query":"Hi There!"}"#.as_bytes(),
+        );
         let read = read.unwrap();
         assert_eq!(read.raw_query.as_deref(), Some("Hi There!"));
         assert_eq!(read.key.query.as_deref(), Some("hi there"));

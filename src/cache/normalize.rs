@@ -45,7 +45,9 @@ fn is_edge_noise(c: char) -> bool {
     }
     matches!(
         c.general_category_group(),
-        GeneralCategoryGroup::Punctuation | GeneralCategoryGroup::Symbol | GeneralCategoryGroup::Other
+        GeneralCategoryGroup::Punctuation
+            | GeneralCategoryGroup::Symbol
+            | GeneralCategoryGroup::Other
     )
 }
 

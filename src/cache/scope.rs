@@ -70,7 +70,9 @@ impl Scopes {
 
     fn slots(&self, scope: &Scope) -> (u64, u64) {
         let own = self.hasher.hash_one(Slot::Agent(scope));
-        let user = self.hasher.hash_one(Slot::AllAgents(&scope.tenant, &scope.user));
+        let user = self
+            .hasher
+            .hash_one(Slot::AllAgents(&scope.tenant, &scope.user));
         (own, user)
     }
 
@@ -114,7 +116,9 @@ impl Scopes {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // The table holds plain integers; a panic elsewhere cannot leave it inconsistent.
-        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -177,7 +181,11 @@ mod tests {
     #[test]
     fn all_agents_delete_invalidates_every_read_of_the_user() {
         let scopes = Scopes::new(100);
-        let reads = [scope("u", Some("a")), scope("u", Some("b")), scope("u", None)];
+        let reads = [
+            scope("u", Some("a")),
+            scope("u", Some("b")),
+            scope("u", None),
+        ];
         let before = reads.each_ref().map(|s| scopes.current(s));
         let other_before = scopes.current(&scope("v", None));
         scopes.invalidate(&scope("u", None), Invalidate::AllAgents);
@@ -190,8 +198,14 @@ mod tests {
     #[test]
     fn tenants_are_separate_scopes() {
         let scopes = Scopes::new(100);
-        let mine = Scope { tenant: Some([1; 32]), ..scope("u", Some("a")) };
-        let theirs = Scope { tenant: Some([2; 32]), ..scope("u", Some("a")) };
+        let mine = Scope {
+            tenant: Some([1; 32]),
+            ..scope("u", Some("a"))
+        };
+        let theirs = Scope {
+            tenant: Some([2; 32]),
+            ..scope("u", Some("a"))
+        };
         let before = scopes.current(&theirs);
         scopes.invalidate(&mine, Invalidate::Agent);
         assert_eq!(scopes.current(&theirs), before);
@@ -206,7 +220,11 @@ mod tests {
         for i in 0..100 {
             scopes.invalidate(&scope(&format!("user{i}"), Some("a")), Invalidate::Agent);
             assert!(scopes.len() <= 4);
-            assert_ne!(scopes.current(&target), recorded_before_write, "after {i} evictions");
+            assert_ne!(
+                scopes.current(&target),
+                recorded_before_write,
+                "after {i} evictions"
+            );
         }
     }
 }

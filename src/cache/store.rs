@@ -78,7 +78,9 @@ impl Store {
     /// A store holding at most `max_bytes`, serving entries as fresh for `ttl`.
     pub fn new(max_bytes: u64, ttl: Duration) -> Self {
         let evictions = EvictionCounter::default();
-        let estimated_items = usize::try_from(max_bytes / 2048).unwrap_or(usize::MAX).max(16);
+        let estimated_items = usize::try_from(max_bytes / 2048)
+            .unwrap_or(usize::MAX)
+            .max(16);
         Self {
             cache: Cache::with(
                 estimated_items,
@@ -96,14 +98,23 @@ impl Store {
     pub fn lookup(&self, key: &CacheKey, current: Generations, now: Instant) -> Lookup {
         match self.cache.get(key) {
             None => Lookup::Miss,
-            Some(entry) if entry.generations == current && now < entry.fresh_until => Lookup::Fresh(entry),
+            Some(entry) if entry.generations == current && now < entry.fresh_until => {
+                Lookup::Fresh(entry)
+            }
             Some(_) => Lookup::Unusable,
         }
     }
 
     /// Stores an answer whose fetch started under `generations`. An answer that predates a write
     /// is stored all the same: its generations no longer match, so it is never a hit.
-    pub fn admit(&self, key: CacheKey, body: Bytes, headers: HeaderMap, generations: Generations, now: Instant) {
+    pub fn admit(
+        &self,
+        key: CacheKey,
+        body: Bytes,
+        headers: HeaderMap,
+        generations: Generations,
+        now: Instant,
+    ) {
         let entry = Entry {
             body,
             headers,
@@ -140,9 +151,14 @@ mod tests {
 
     fn key(n: usize) -> CacheKey {
         let body = format!(r#"{{"user_id":"u","query":"q{n}"}}"#);
-        read_key(ReadRoute::RelatedMemoryItems, "/p", tenant_of(None), body.as_bytes())
-            .unwrap()
-            .key
+        read_key(
+            ReadRoute::RelatedMemoryItems,
+            "/p",
+            tenant_of(None),
+            body.as_bytes(),
+        )
+        .unwrap()
+        .key
     }
 
     const GEN: Generations = Generations { scope: 0, user: 0 };
@@ -150,21 +166,45 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entries_expire_after_the_ttl() {
         let store = Store::new(1 << 20, Duration::from_secs(300));
-        store.admit(key(1), Bytes::from_static(b"{}"), HeaderMap::new(), GEN, Instant::now());
-        assert!(matches!(store.lookup(&key(1), GEN, Instant::now()), Lookup::Fresh(_)));
+        store.admit(
+            key(1),
+            Bytes::from_static(b"{}"),
+            HeaderMap::new(),
+            GEN,
+            Instant::now(),
+        );
+        assert!(matches!(
+            store.lookup(&key(1), GEN, Instant::now()),
+            Lookup::Fresh(_)
+        ));
         tokio::time::advance(Duration::from_secs(299)).await;
-        assert!(matches!(store.lookup(&key(1), GEN, Instant::now()), Lookup::Fresh(_)));
+        assert!(matches!(
+            store.lookup(&key(1), GEN, Instant::now()),
+            Lookup::Fresh(_)
+        ));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(matches!(store.lookup(&key(1), GEN, Instant::now()), Lookup::Unusable));
+        assert!(matches!(
+            store.lookup(&key(1), GEN, Instant::now()),
+            Lookup::Unusable
+        ));
     }
 
     #[test]
     fn superseded_generations_are_not_hits() {
         let store = Store::new(1 << 20, Duration::from_secs(300));
         let now = Instant::now();
-        store.admit(key(1), Bytes::from_static(b"{}"), HeaderMap::new(), GEN, now);
+        store.admit(
+            key(1),
+            Bytes::from_static(b"{}"),
+            HeaderMap::new(),
+            GEN,
+            now,
+        );
         let later = Generations { scope: 1, user: 0 };
-        assert!(matches!(store.lookup(&key(1), later, now), Lookup::Unusable));
+        assert!(matches!(
+            store.lookup(&key(1), later, now),
+            Lookup::Unusable
+        ));
         assert!(matches!(store.lookup(&key(2), GEN, now), Lookup::Miss));
     }
 

@@ -79,7 +79,9 @@ impl MemU {
         let serving = Arc::clone(&state);
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 serving.connections.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&serving);
                 tokio::spawn(async move {
@@ -89,7 +91,9 @@ impl MemU {
                     });
                     let mut builder = Builder::new(TokioExecutor::new());
                     builder.http1().timer(TokioTimer::new());
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -102,7 +106,13 @@ impl MemU {
 
     /// Requests received on routes whose path ends with `suffix` (e.g. "related-memory-items").
     pub fn hits(&self, route: &str) -> usize {
-        self.state.hits.lock().unwrap().get(route).copied().unwrap_or(0)
+        self.state
+            .hits
+            .lock()
+            .unwrap()
+            .get(route)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests received on every route.
@@ -116,12 +126,18 @@ impl MemU {
     }
 
     pub fn set_latency(&self, latency: Duration) {
-        self.state.latency_ms.store(latency.as_millis() as usize, Ordering::SeqCst);
+        self.state
+            .latency_ms
+            .store(latency.as_millis() as usize, Ordering::SeqCst);
     }
 
     /// Latency for one route (by the names [`MemU::hits`] takes), overriding [`MemU::set_latency`].
     pub fn set_route_latency(&self, route: &'static str, latency: Duration) {
-        self.state.route_latency_ms.lock().unwrap().insert(route, latency.as_millis() as u64);
+        self.state
+            .route_latency_ms
+            .lock()
+            .unwrap()
+            .insert(route, latency.as_millis() as u64);
     }
 
     pub fn set_failure(&self, failure: Failure) {
@@ -144,7 +160,10 @@ impl MemU {
         let mut tasks = self.state.tasks.lock().unwrap();
         let mut memories = self.state.memories.lock().unwrap();
         for task in tasks.values_mut().filter(|t| t.status == "PENDING") {
-            memories.entry(task.scope.clone()).or_default().extend(task.content.drain(..));
+            memories
+                .entry(task.scope.clone())
+                .or_default()
+                .append(&mut task.content);
             task.status = "SUCCESS";
         }
     }
@@ -172,7 +191,11 @@ const ROUTES: [&str; 7] = [
 
 async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     state.seen.lock().unwrap().push(Seen {
         method: parts.method.clone(),
@@ -183,7 +206,11 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let name = if path.contains("/memorize/status/") {
         "status"
     } else {
-        ROUTES.iter().copied().find(|r| path.ends_with(r)).unwrap_or("other")
+        ROUTES
+            .iter()
+            .copied()
+            .find(|r| path.ends_with(r))
+            .unwrap_or("other")
     };
     *state.hits.lock().unwrap().entry(name).or_default() += 1;
 
@@ -194,10 +221,13 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     }
     let failure = state.failure.lock().unwrap().unwrap_or(Failure::None);
     match failure {
-        Failure::Status(code) => return json_status(code, json!({"detail": "Internal server error"})),
+        Failure::Status(code) => {
+            return json_status(code, json!({"detail": "Internal server error"}))
+        }
         Failure::NotJson if name.starts_with("related") || name == "default-categories" => {
             let mut r = Response::new(full("<html>gateway says hi</html>"));
-            r.headers_mut().insert("content-type", "text/html".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "text/html".parse().unwrap());
             return r;
         }
         _ => {}
@@ -206,12 +236,23 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         return chat_stream(state);
     }
     if name == "other" {
-        return other(&parts.method, &path, &parts.headers, parts.uri.query(), &body);
+        return other(
+            &parts.method,
+            &path,
+            &parts.headers,
+            parts.uri.query(),
+            &body,
+        );
     }
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) if name == "status" => Value::Null,
-        Err(_) => return json_status(422, json!({"detail": [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error"}]})),
+        Err(_) => {
+            return json_status(
+                422,
+                json!({"detail": [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error"}]}),
+            )
+        }
     };
     match name {
         "related-memory-items" => related(&state, &request),
@@ -246,12 +287,22 @@ fn memory(n: usize, category: &str, content: &str) -> Value {
 }
 
 fn memories_of(state: &State, scope: &(String, String)) -> Vec<String> {
-    state.memories.lock().unwrap().get(scope).cloned().unwrap_or_default()
+    state
+        .memories
+        .lock()
+        .unwrap()
+        .get(scope)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn related(state: &State, request: &Value) -> Response<Body> {
-    let Some(scope) = scope_of(request) else { return missing("user_id", request) };
-    let Some(query) = request.get("query").and_then(Value::as_str) else { return missing("query", request) };
+    let Some(scope) = scope_of(request) else {
+        return missing("user_id", request);
+    };
+    let Some(query) = request.get("query").and_then(Value::as_str) else {
+        return missing("query", request);
+    };
     let top_k = request.get("top_k").and_then(Value::as_u64).unwrap_or(10) as usize;
     let items: Vec<Value> = memories_of(state, &scope)
         .iter()
@@ -267,7 +318,9 @@ fn related(state: &State, request: &Value) -> Response<Body> {
 }
 
 fn default_categories(state: &State, request: &Value) -> Response<Body> {
-    let Some(scope) = scope_of(request) else { return missing("user_id", request) };
+    let Some(scope) = scope_of(request) else {
+        return missing("user_id", request);
+    };
     let memories: Vec<Value> = memories_of(state, &scope)
         .iter()
         .enumerate()
@@ -276,14 +329,21 @@ fn default_categories(state: &State, request: &Value) -> Response<Body> {
     let categories = if memories.is_empty() {
         vec![]
     } else {
-        vec![json!({"name": "profile", "type": "default", "description": "Default profile memories",
-                    "is_active": true, "memory_count": memories.len(), "memories": memories})]
+        vec![
+            json!({"name": "profile", "type": "default", "description": "Default profile memories",
+                    "is_active": true, "memory_count": memories.len(), "memories": memories}),
+        ]
     };
-    json_status(200, json!({"total_categories": categories.len(), "categories": categories}))
+    json_status(
+        200,
+        json!({"total_categories": categories.len(), "categories": categories}),
+    )
 }
 
 fn clustered(state: &State, request: &Value) -> Response<Body> {
-    let Some(scope) = scope_of(request) else { return missing("user_id", request) };
+    let Some(scope) = scope_of(request) else {
+        return missing("user_id", request);
+    };
     let Some(query) = request.get("category_query").and_then(Value::as_str) else {
         return missing("category_query", request);
     };
@@ -295,7 +355,9 @@ fn clustered(state: &State, request: &Value) -> Response<Body> {
     let clusters = if memories.is_empty() {
         vec![]
     } else {
-        vec![json!({"name": "pets", "similarity_score": 0.35, "memory_count": memories.len(), "memories": memories})]
+        vec![
+            json!({"name": "pets", "similarity_score": 0.35, "memory_count": memories.len(), "memories": memories}),
+        ]
     };
     json_status(
         200,
@@ -305,21 +367,35 @@ fn clustered(state: &State, request: &Value) -> Response<Body> {
 }
 
 fn memorize(state: &State, request: &Value) -> Response<Body> {
-    let Some(scope) = scope_of(request) else { return missing("user_id", request) };
+    let Some(scope) = scope_of(request) else {
+        return missing("user_id", request);
+    };
     let content: Vec<String> = request
         .get("conversation")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|m| m.get("content").and_then(Value::as_str).map(str::to_owned))
-        .chain(request.get("conversation_text").and_then(Value::as_str).map(str::to_owned))
+        .chain(
+            request
+                .get("conversation_text")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        )
         .collect();
     if content.is_empty() {
         return missing("conversation", request);
     }
     let mut tasks = state.tasks.lock().unwrap();
     let task_id = format!("task-{}", tasks.len() + 1);
-    tasks.insert(task_id.clone(), Task { status: "PENDING", scope, content });
+    tasks.insert(
+        task_id.clone(),
+        Task {
+            status: "PENDING",
+            scope,
+            content,
+        },
+    );
     json_status(
         200,
         json!({"task_id": task_id, "status": "PENDING", "message": "Memorization task started successfully"}),
@@ -327,29 +403,48 @@ fn memorize(state: &State, request: &Value) -> Response<Body> {
 }
 
 fn delete(state: &State, request: &Value) -> Response<Body> {
-    let Some(user) = request.get("user_id").and_then(Value::as_str) else { return missing("user_id", request) };
+    let Some(user) = request.get("user_id").and_then(Value::as_str) else {
+        return missing("user_id", request);
+    };
     let agent = request.get("agent_id").and_then(Value::as_str);
     let mut memories = state.memories.lock().unwrap();
     let before: usize = memories.values().map(Vec::len).sum();
     memories.retain(|(u, a), _| !(u == user && agent.is_none_or(|agent| agent == a)));
     let after: usize = memories.values().map(Vec::len).sum();
-    json_status(200, json!({"success": true, "deleted_count": before - after}))
+    json_status(
+        200,
+        json!({"success": true, "deleted_count": before - after}),
+    )
 }
 
 fn task_status(state: &State, path: &str) -> Response<Body> {
     let id = path.rsplit('/').next().unwrap_or_default();
     match state.tasks.lock().unwrap().get(id) {
-        Some(task) => json_status(200, json!({"task_id": id, "status": task.status, "detail_info": ""})),
+        Some(task) => json_status(
+            200,
+            json!({"task_id": id, "status": task.status, "detail_info": ""}),
+        ),
         None => json_status(404, json!({"detail": "Task not found"})),
     }
 }
 
 /// `/echo/...` reflects the request; `/health` and `/` answer like memU; anything else is 404.
-fn other(method: &Method, path: &str, headers: &HeaderMap, query: Option<&str>, body: &Bytes) -> Response<Body> {
+fn other(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Response<Body> {
     if path.starts_with("/echo") || path.contains("/echo/") {
         let headers: HashMap<String, String> = headers
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let mut r = json_status(
             200,
@@ -357,13 +452,21 @@ fn other(method: &Method, path: &str, headers: &HeaderMap, query: Option<&str>, 
                    "body": String::from_utf8_lossy(body)}),
         );
         *r.status_mut() = StatusCode::from_u16(207).unwrap();
-        r.headers_mut().insert("x-upstream-custom", "yes".parse().unwrap());
-        r.headers_mut().insert("server-timing", "db;dur=1.5".parse().unwrap());
+        r.headers_mut()
+            .insert("x-upstream-custom", "yes".parse().unwrap());
+        r.headers_mut()
+            .insert("server-timing", "db;dur=1.5".parse().unwrap());
         return r;
     }
     match path {
-        "/health" => json_status(200, json!({"status": "healthy", "server": "memu-server", "version": "0.1.0"})),
-        "/" => json_status(200, json!({"message": "MemU Self-Hosted Server", "version": "0.1.0", "status": "running"})),
+        "/health" => json_status(
+            200,
+            json!({"status": "healthy", "server": "memu-server", "version": "0.1.0"}),
+        ),
+        "/" => json_status(
+            200,
+            json!({"message": "MemU Self-Hosted Server", "version": "0.1.0", "status": "running"}),
+        ),
         _ => json_status(404, json!({"detail": "Not Found"})),
     }
 }
@@ -373,17 +476,23 @@ fn chat_stream(state: Arc<State>) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
     tokio::spawn(async move {
         for word in ["Hello", "there"] {
-            let event = format!("data: {}\n\n", json!({"message": word, "stream_ended": false}));
+            let event = format!(
+                "data: {}\n\n",
+                json!({"message": word, "stream_ended": false})
+            );
             if tx.send(Ok(Frame::data(Bytes::from(event)))).await.is_err() {
                 return;
             }
             state.chat_step.notified().await;
         }
-        let _ = tx.send(Ok(Frame::data(Bytes::from("data: [DONE]\n\n")))).await;
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from("data: [DONE]\n\n"))))
+            .await;
     });
     let stream = tokio_stream_from(rx);
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
     r
 }
 
@@ -398,7 +507,9 @@ fn full(body: impl Into<Bytes>) -> Body {
 fn json_status(status: u16, value: Value) -> Response<Body> {
     let mut r = Response::new(full(value.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
-    r.headers_mut().insert("x-process-time", "0.001".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("x-process-time", "0.001".parse().unwrap());
     r
 }

@@ -48,7 +48,12 @@ impl Proxy {
         let task = tokio::spawn(memu_proxy::run(config, listeners, async {
             let _ = stopped.await;
         }));
-        Proxy { addr, admin_addr, stop: Some(stop), task }
+        Proxy {
+            addr,
+            admin_addr,
+            stop: Some(stop),
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -90,7 +95,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn text(&self) -> String {
@@ -117,7 +123,12 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
 }
 
 /// Sends one request.
-pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
     let mut request = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -129,7 +140,11 @@ pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: imp
         .expect("request succeeded");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// POSTs a JSON body the way the SDK does (`Authorization`, `Content-Type`).
@@ -164,7 +179,10 @@ pub fn memorize_body(user: &str, agent: &str, text: &str) -> Value {
 /// The value of an unlabelled metric or of one labelled series, by exact series name.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or(0.0)
 }
