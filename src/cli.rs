@@ -34,6 +34,9 @@ pub struct Cli {
     /// Largest accepted request body in bytes (server.max_body_bytes).
     #[arg(long, value_name = "N")]
     pub max_body_bytes: Option<u64>,
+    /// Fill null memory timestamps in retrieval answers (compat.fill_null_timestamps = true).
+    #[arg(long)]
+    pub fill_null_timestamps: bool,
     /// Validate the configuration, print the effective values, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -73,6 +76,9 @@ impl Cli {
         }
         if let Some(v) = self.max_body_bytes {
             s.server.max_body_bytes = v;
+        }
+        if self.fill_null_timestamps {
+            s.compat.fill_null_timestamps = true;
         }
     }
 }

@@ -21,6 +21,16 @@ pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
     pub cache: CacheSettings,
+    pub compat: CompatSettings,
+}
+
+/// `[compat]`: opt-in repairs of memU answers that real clients cannot parse.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatSettings {
+    /// Fill null `created_at`/`updated_at` in retrieval answers from `happened_at`, so the
+    /// official SDK parses the self-hosted server's non-empty answers.
+    pub fill_null_timestamps: bool,
 }
 
 /// `[server]`: where the proxy listens and how it treats incoming requests.
@@ -114,6 +124,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
+    pub compat: CompatSettings,
 }
 
 /// Where and how to reach memU.
@@ -290,6 +301,7 @@ impl Settings {
                         max_scopes: self.cache.max_scopes,
                         max_tracked_tasks: self.cache.max_tracked_tasks,
                     },
+                    compat: self.compat.clone(),
                 })
             }
             _ => Err(ConfigError::Invalid(problems)),

@@ -20,6 +20,7 @@
 //! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations, coalescing |
 //! | [`upstream`] | the pooled client, URI rewrite, hop-by-hop headers, deadline |
 //! | [`fallback`] | the empty answers the SDK parses (pure) |
+//! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
 //! | [`headers`] | `Cache-Status`, `Server-Timing`, `Cache-Control` (pure) |
 //! | [`metrics`], [`admin`] | Prometheus registry, `/metrics`, `/healthz` |
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod error;
 pub mod fallback;

@@ -42,6 +42,7 @@ pub struct Proxy {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) cache_enabled: bool,
     pub(crate) max_body_bytes: usize,
+    pub(crate) fill_null_timestamps: bool,
 }
 
 /// What a handler produced, before the common finishing.
@@ -72,6 +73,7 @@ impl Proxy {
             metrics,
             cache_enabled: config.cache.enabled,
             max_body_bytes: config.max_body_bytes,
+            fill_null_timestamps: config.compat.fill_null_timestamps,
         }
     }
 

@@ -85,6 +85,22 @@ pub fn judge(result: Result<Buffered, UpstreamError>) -> Judgement {
     }
 }
 
+impl Proxy {
+    /// Applies the configured compat repairs to a retrieval answer that will be served (and
+    /// stored, so a hit costs no repair).
+    fn repair(&self, judgement: Judgement) -> Judgement {
+        match judgement {
+            Judgement::Answer { answer, cacheable } if cacheable && self.fill_null_timestamps => {
+                Judgement::Answer {
+                    answer: crate::compat::fill_null_timestamps(answer),
+                    cacheable,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// Handles one retrieval.
 pub async fn handle<B>(
     proxy: &Arc<Proxy>,
@@ -172,7 +188,7 @@ async fn fetch(
         .await;
     let upstream = started.elapsed();
     proxy.metrics.upstream(RouteClassLabel::Read, upstream);
-    let fetched = match judge(result) {
+    let fetched = match proxy.repair(judge(result)) {
         Judgement::Answer { answer, cacheable } => {
             if cacheable {
                 let (key, generations) = lease.key().clone();
@@ -292,7 +308,7 @@ async fn bypass(
     let upstream = started.elapsed();
     proxy.metrics.upstream(RouteClassLabel::Read, upstream);
     let mut handled = match read {
-        Some(read) => match judge(result) {
+        Some(read) => match proxy.repair(judge(result)) {
             Judgement::Fallback(reason) => fallback(proxy, route, &read, reason, Some(upstream)),
             Judgement::Answer { answer, .. } => bypassed(&answer, upstream),
         },
