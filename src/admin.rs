@@ -31,7 +31,8 @@ pub fn serve(proxy: &Proxy, path: &str) -> Handled {
         );
         response
     } else {
-        json_response(r#"{"status":"ok"}"#.into())
+        let circuit = proxy.circuit.state().as_str();
+        json_response(format!(r#"{{"status":"ok","circuit":"{circuit}"}}"#).into())
     };
     Handled {
         response,

@@ -34,6 +34,9 @@ pub struct Cli {
     /// Largest accepted request body in bytes (server.max_body_bytes).
     #[arg(long, value_name = "N")]
     pub max_body_bytes: Option<u64>,
+    /// Latency budget for retrievals in milliseconds, 0 = off (latency.budget_ms).
+    #[arg(long, value_name = "N")]
+    pub budget_ms: Option<u64>,
     /// Fill null memory timestamps in retrieval answers (compat.fill_null_timestamps = true).
     #[arg(long)]
     pub fill_null_timestamps: bool,
@@ -76,6 +79,9 @@ impl Cli {
         }
         if let Some(v) = self.max_body_bytes {
             s.server.max_body_bytes = v;
+        }
+        if let Some(v) = self.budget_ms {
+            s.latency.budget_ms = v;
         }
         if self.fill_null_timestamps {
             s.compat.fill_null_timestamps = true;

@@ -21,7 +21,49 @@ pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
     pub cache: CacheSettings,
+    pub latency: LatencySettings,
+    pub circuit: CircuitSettings,
     pub compat: CompatSettings,
+}
+
+/// `[latency]`: how long a conversation turn may wait for memories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencySettings {
+    /// Answer a retrieval within this many ms (stale or empty if memU is slower) while the
+    /// upstream fetch goes on in the background to fill the cache. 0 = off.
+    pub budget_ms: u64,
+    /// Most upstream fetches running at once (client misses, refreshes, prewarms); excess is
+    /// shed: answered stale or empty, or dropped for background work, and counted.
+    pub max_background_fetches: usize,
+}
+
+/// `[circuit]`: stop sending traffic to a failing memU for a while.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitSettings {
+    /// Consecutive upstream failures (timeouts, connect errors, 5xx) that open the circuit. 0 = off.
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before one probe request is let through.
+    pub cool_down_ms: u64,
+}
+
+impl Default for LatencySettings {
+    fn default() -> Self {
+        Self {
+            budget_ms: 0,
+            max_background_fetches: 64,
+        }
+    }
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            cool_down_ms: 5_000,
+        }
+    }
 }
 
 /// `[compat]`: opt-in repairs of memU answers that real clients cannot parse.
@@ -72,6 +114,12 @@ pub struct CacheSettings {
     pub enabled: bool,
     /// How long a stored answer is served as fresh.
     pub ttl_secs: u64,
+    /// Past its TTL, an answer is still served at once for this long while one background
+    /// refresh replaces it. 0 = off.
+    pub stale_while_revalidate_secs: u64,
+    /// Past its TTL (or after an invalidation), an answer is served for this long instead of the
+    /// empty fallback when memU fails, times out, misses the budget or the circuit is open. 0 = off.
+    pub stale_if_error_secs: u64,
     /// Upper bound of the cache, in bytes (bodies, keys and bookkeeping).
     pub max_bytes: u64,
     /// Most invalidation scopes (tenant, user, agent) remembered.
@@ -108,6 +156,8 @@ impl Default for CacheSettings {
         Self {
             enabled: true,
             ttl_secs: 300,
+            stale_while_revalidate_secs: 0,
+            stale_if_error_secs: 0,
             max_bytes: 64 * 1024 * 1024,
             max_scopes: 100_000,
             max_tracked_tasks: 10_000,
@@ -124,7 +174,24 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
+    pub latency: LatencyConfig,
+    pub circuit: CircuitConfig,
     pub compat: CompatSettings,
+}
+
+/// The latency budget and background-work bound.
+#[derive(Debug, Clone)]
+pub struct LatencyConfig {
+    /// `None`: no budget (wait up to the hard deadline).
+    pub budget: Option<Duration>,
+    pub max_background_fetches: usize,
+}
+
+/// Circuit breaker thresholds; `failure_threshold == 0` disables it.
+#[derive(Debug, Clone)]
+pub struct CircuitConfig {
+    pub failure_threshold: u32,
+    pub cool_down: Duration,
 }
 
 /// Where and how to reach memU.
@@ -145,6 +212,8 @@ pub struct UpstreamConfig {
 pub struct CacheConfig {
     pub enabled: bool,
     pub ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
     pub max_bytes: u64,
     pub max_scopes: usize,
     pub max_tracked_tasks: usize,
@@ -263,6 +332,21 @@ impl Settings {
             "must be at least 4096",
         );
         check(
+            self.latency.budget_ms <= self.upstream.timeout_ms,
+            "latency.budget_ms",
+            "must not exceed upstream.timeout_ms (the budget answers before the hard deadline)",
+        );
+        check(
+            self.latency.max_background_fetches > 0,
+            "latency.max_background_fetches",
+            "must be greater than 0",
+        );
+        check(
+            self.circuit.failure_threshold == 0 || self.circuit.cool_down_ms > 0,
+            "circuit.cool_down_ms",
+            "must be greater than 0 when the circuit breaker is on",
+        );
+        check(
             self.cache.max_scopes > 0,
             "cache.max_scopes",
             "must be greater than 0",
@@ -297,9 +381,22 @@ impl Settings {
                     cache: CacheConfig {
                         enabled: self.cache.enabled,
                         ttl: Duration::from_secs(self.cache.ttl_secs),
+                        stale_while_revalidate: Duration::from_secs(
+                            self.cache.stale_while_revalidate_secs,
+                        ),
+                        stale_if_error: Duration::from_secs(self.cache.stale_if_error_secs),
                         max_bytes: self.cache.max_bytes,
                         max_scopes: self.cache.max_scopes,
                         max_tracked_tasks: self.cache.max_tracked_tasks,
+                    },
+                    latency: LatencyConfig {
+                        budget: (self.latency.budget_ms > 0)
+                            .then(|| Duration::from_millis(self.latency.budget_ms)),
+                        max_background_fetches: self.latency.max_background_fetches,
+                    },
+                    circuit: CircuitConfig {
+                        failure_threshold: self.circuit.failure_threshold,
+                        cool_down: Duration::from_millis(self.circuit.cool_down_ms),
                     },
                     compat: self.compat.clone(),
                 })

@@ -20,6 +20,8 @@ pub enum ProxyError {
     BodyRead(#[source] BoxError),
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(#[source] http::Error),
+    #[error("{0}")]
+    InvalidHeader(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -29,13 +31,16 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BodyRead(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyRead(_) | ProxyError::BadRequest(_) | ProxyError::InvalidHeader(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::Upstream(e) => match e {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Connect(_)
                 | UpstreamError::Exchange(_)
                 | UpstreamError::TooLarge(_) => StatusCode::BAD_GATEWAY,
                 UpstreamError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -45,6 +50,12 @@ impl ProxyError {
         let body = json!({ "detail": self.to_string() }).to_string();
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status();
+        if let ProxyError::Upstream(UpstreamError::CircuitOpen(retry_after)) = &self {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -64,16 +75,24 @@ mod tests {
         let cases = [
             (ProxyError::BodyTooLarge { limit: 1 }, 413),
             (ProxyError::BodyRead(io()), 400),
+            (ProxyError::InvalidHeader("x".into()), 400),
             (UpstreamError::Timeout(Duration::from_secs(2)).into(), 504),
             (UpstreamError::Exchange(io()).into(), 502),
             (UpstreamError::TooLarge(10).into(), 502),
             (UpstreamError::RequestTooLarge.into(), 413),
+            (
+                UpstreamError::CircuitOpen(Duration::from_millis(1500)).into(),
+                503,
+            ),
         ];
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error}");
             let response = error.into_response();
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            if status == 503 {
+                assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+            }
         }
     }
 }

@@ -22,6 +22,12 @@ pub enum FallbackReason {
     InvalidJson,
     /// The exchange broke after connecting (reset, truncated or oversized body).
     UpstreamError,
+    /// The latency budget ran out first; the fetch goes on in the background.
+    Budget,
+    /// The circuit breaker is open: memU was not asked.
+    CircuitOpen,
+    /// Too many upstream fetches in flight: this one was shed.
+    Overload,
 }
 
 impl FallbackReason {
@@ -32,6 +38,23 @@ impl FallbackReason {
             FallbackReason::Upstream5xx => "upstream-5xx",
             FallbackReason::InvalidJson => "invalid-json",
             FallbackReason::UpstreamError => "upstream-error",
+            FallbackReason::Budget => "budget",
+            FallbackReason::CircuitOpen => "circuit-open",
+            FallbackReason::Overload => "overload",
+        }
+    }
+
+    /// The `Cache-Status` detail when a stale answer was served for this reason.
+    pub fn stale_detail(self) -> &'static str {
+        match self {
+            FallbackReason::Timeout => "stale-timeout",
+            FallbackReason::Connect => "stale-connect",
+            FallbackReason::Upstream5xx => "stale-upstream-5xx",
+            FallbackReason::InvalidJson => "stale-invalid-json",
+            FallbackReason::UpstreamError => "stale-upstream-error",
+            FallbackReason::Budget => "stale-budget",
+            FallbackReason::CircuitOpen => "stale-circuit-open",
+            FallbackReason::Overload => "stale-overload",
         }
     }
 }

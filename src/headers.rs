@@ -37,6 +37,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A client's own latency budget for one retrieval, in milliseconds (0 = no budget). The proxy
+/// consumes it; it is not forwarded to memU.
+pub const BUDGET_HEADER: HeaderName = HeaderName::from_static("x-memu-budget-ms");
+
+/// The budget for one request: the client's `X-Memu-Budget-Ms` if sent (0 turns the budget off),
+/// else the configured one; never longer than the hard `timeout`. An unparseable value is an
+/// error, so a typo is not silently ignored.
+pub fn request_budget(
+    headers: &HeaderMap,
+    configured: Option<Duration>,
+    timeout: Duration,
+) -> Result<Option<Duration>, String> {
+    let Some(value) = headers.get(&BUDGET_HEADER) else {
+        return Ok(configured.map(|b| b.min(timeout)));
+    };
+    let millis = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("{BUDGET_HEADER} must be a whole number of milliseconds"))?;
+    Ok((millis > 0).then(|| Duration::from_millis(millis).min(timeout)))
+}
+
 /// What the client's `Cache-Control` allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientCache {
@@ -165,6 +188,32 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["authorization", "content-type", "x-custom"]);
+    }
+
+    #[test]
+    fn budget_from_header_or_config() {
+        let ms = Duration::from_millis;
+        let cases: &[(Option<&str>, Option<u64>, Result<Option<u64>, ()>)] = &[
+            (None, None, Ok(None)),
+            (None, Some(500), Ok(Some(500))),
+            (None, Some(5000), Ok(Some(2000))),
+            (Some("300"), Some(500), Ok(Some(300))),
+            (Some(" 300 "), None, Ok(Some(300))),
+            (Some("0"), Some(500), Ok(None)),
+            (Some("99999"), None, Ok(Some(2000))),
+            (Some("fast"), Some(500), Err(())),
+            (Some("-1"), None, Err(())),
+            (Some("1.5"), None, Err(())),
+        ];
+        for (header, configured, want) in cases {
+            let mut h = HeaderMap::new();
+            if let Some(v) = header {
+                h.insert(BUDGET_HEADER, HeaderValue::from_str(v).unwrap());
+            }
+            let got = request_budget(&h, configured.map(ms), ms(2000));
+            let got = got.map(|b| b.map(|d| d.as_millis() as u64)).map_err(|_| ());
+            assert_eq!(&got, want, "{header:?} {configured:?}");
+        }
     }
 
     #[test]

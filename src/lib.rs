@@ -22,12 +22,15 @@
 //! | [`fallback`] | the empty answers the SDK parses (pure) |
 //! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
 //! | [`headers`] | `Cache-Status`, `Server-Timing`, `Cache-Control` (pure) |
+//! | [`circuit`] | the circuit breaker every upstream exchange passes |
+//! | [`prewarm`] | `POST /prewarm`: fill the cache before the app asks |
 //! | [`metrics`], [`admin`] | Prometheus registry, `/metrics`, `/healthz` |
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod body;
 pub mod cache;
+pub mod circuit;
 pub mod cli;
 pub mod compat;
 pub mod config;
@@ -36,6 +39,7 @@ pub mod fallback;
 pub mod headers;
 pub mod metrics;
 pub mod passthrough;
+pub mod prewarm;
 pub mod proxy;
 pub mod read;
 pub mod routes;

@@ -41,7 +41,9 @@ pub enum Outcome {
     Fallback,
     /// Answered with an error the proxy produced (413, 502, 504 …).
     Error,
-    /// Served by the proxy itself (`/metrics`, `/healthz`).
+    /// Answered from a stale cache entry (stale-while-revalidate, or instead of the fallback).
+    Stale,
+    /// Served by the proxy itself (`/metrics`, `/healthz`, `/prewarm`).
     Local,
 }
 
@@ -68,6 +70,27 @@ pub enum InvalidationCause {
     Write,
     /// A task-status poll reported `SUCCESS` for a memorize the proxy forwarded.
     TaskSuccess,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    to: &'static str,
+}
+
+/// What happened to a background fetch (stale-while-revalidate refresh or prewarm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackgroundEvent {
+    /// A refresh or prewarm fetch was started.
+    Started,
+    /// An identical fetch was already in flight; nothing new was started.
+    Joined,
+    /// `latency.max_background_fetches` were already running: dropped.
+    Dropped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackgroundLabels {
+    event: BackgroundEvent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -98,9 +121,10 @@ label_values! {
     }
     Outcome {
         Hit => "hit", Miss => "miss", Coalesced => "coalesced", Bypass => "bypass",
-        Fallback => "fallback", Error => "error", Local => "local",
+        Fallback => "fallback", Error => "error", Stale => "stale", Local => "local",
     }
     InvalidationCause { Write => "write", TaskSuccess => "task_success" }
+    BackgroundEvent { Started => "started", Joined => "joined", Dropped => "dropped" }
 }
 
 impl EncodeLabelValue for FallbackReason {
@@ -124,6 +148,8 @@ pub struct Snapshot {
     pub cache_evictions: u64,
     pub scopes: usize,
     pub inflight: usize,
+    pub circuit_state: i64,
+    pub circuit: crate::circuit::CircuitStats,
 }
 
 /// Every metric the proxy exports.
@@ -135,6 +161,12 @@ pub struct Metrics {
     fallbacks: Family<ReasonLabels, Counter>,
     invalidations: Family<CauseLabels, Counter>,
     coalesced: Counter,
+    stale: Family<ReasonLabels, Counter>,
+    background: Family<BackgroundLabels, Counter>,
+    prewarms: Counter,
+    circuit_state: Gauge,
+    circuit_transitions: Family<StateLabels, Counter>,
+    short_circuited: Counter,
     evictions: Counter,
     cache_entries: Gauge,
     cache_bytes: Gauge,
@@ -158,6 +190,12 @@ impl Metrics {
             fallbacks: Family::default(),
             invalidations: Family::default(),
             coalesced: Counter::default(),
+            stale: Family::default(),
+            background: Family::default(),
+            prewarms: Counter::default(),
+            circuit_state: Gauge::default(),
+            circuit_transitions: Family::default(),
+            short_circuited: Counter::default(),
             evictions: Counter::default(),
             cache_entries: Gauge::default(),
             cache_bytes: Gauge::default(),
@@ -201,6 +239,36 @@ impl Metrics {
             "coalesced_waits",
             "Requests that waited on another request's identical upstream fetch",
             self.coalesced.clone(),
+        );
+        r.register(
+            "stale_served",
+            "Stale cache answers served instead of waiting or of the empty fallback, by reason",
+            self.stale.clone(),
+        );
+        r.register(
+            "background_fetches",
+            "Background fetches (stale-while-revalidate refreshes, prewarms), by event",
+            self.background.clone(),
+        );
+        r.register(
+            "prewarm_requests",
+            "Accepted POST /prewarm requests",
+            self.prewarms.clone(),
+        );
+        r.register(
+            "circuit_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            self.circuit_state.clone(),
+        );
+        r.register(
+            "circuit_transitions",
+            "Circuit breaker transitions, by the state entered",
+            self.circuit_transitions.clone(),
+        );
+        r.register(
+            "circuit_short_circuited",
+            "Upstream exchanges refused because the circuit was open",
+            self.short_circuited.clone(),
         );
         r.register(
             "cache_evictions",
@@ -268,6 +336,20 @@ impl Metrics {
         self.coalesced.inc();
     }
 
+    pub fn stale_served(&self, reason: FallbackReason) {
+        self.stale.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn background(&self, event: BackgroundEvent) {
+        self.background
+            .get_or_create(&BackgroundLabels { event })
+            .inc();
+    }
+
+    pub fn prewarm(&self) {
+        self.prewarms.inc();
+    }
+
     /// Renders the text exposition, after refreshing the gauges from `snapshot`.
     pub fn render(&self, snapshot: Snapshot) -> String {
         let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -276,17 +358,34 @@ impl Metrics {
         self.cache_bytes.set(to_i64(snapshot.cache_bytes));
         self.scopes.set(to_i64(snapshot.scopes as u64));
         self.inflight.set(to_i64(snapshot.inflight as u64));
+        self.circuit_state.set(snapshot.circuit_state);
         let registry = self.lock();
-        // The store counts evictions itself; catch the counter up (serialised by the lock).
-        let seen = self.evictions.get();
-        if snapshot.cache_evictions > seen {
-            self.evictions.inc_by(snapshot.cache_evictions - seen);
+        // The store and the breaker count for themselves; catch the counters up (serialised by
+        // the registry lock).
+        catch_up(&self.evictions, snapshot.cache_evictions);
+        catch_up(&self.short_circuited, snapshot.circuit.short_circuited);
+        for (to, total) in [
+            ("open", snapshot.circuit.opened),
+            ("half_open", snapshot.circuit.half_opened),
+            ("closed", snapshot.circuit.closed),
+        ] {
+            catch_up(
+                &self.circuit_transitions.get_or_create(&StateLabels { to }),
+                total,
+            );
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
+    }
+}
+
+fn catch_up(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
     }
 }
 
@@ -312,6 +411,13 @@ mod tests {
             cache_evictions: 2,
             scopes: 1,
             inflight: 0,
+            circuit_state: 1,
+            circuit: crate::circuit::CircuitStats {
+                opened: 1,
+                half_opened: 0,
+                closed: 0,
+                short_circuited: 4,
+            },
         });
         for line in [
             r#"memu_proxy_requests_total{route_class="read",outcome="hit"} 1"#,
@@ -323,6 +429,9 @@ mod tests {
             "# TYPE memu_proxy_request_duration_seconds histogram",
             "# TYPE memu_proxy_upstream_duration_seconds histogram",
             "memu_proxy_cache_evictions_total 2",
+            "memu_proxy_circuit_state 1",
+            r#"memu_proxy_circuit_transitions_total{to="open"} 1"#,
+            "memu_proxy_circuit_short_circuited_total 4",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

@@ -18,7 +18,8 @@ use quick_cache::sync::Cache as BoundedMap;
 
 use crate::body::{full, is_length_limit, BoxError, ProxyBody};
 use crate::cache::inflight::Inflight;
-use crate::cache::{CacheKey, Generations, Invalidate, Scope, Scopes, Store};
+use crate::cache::{CacheKey, Generations, Invalidate, Lifetimes, Scope, Scopes, Store};
+use crate::circuit::Circuit;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::headers::{server_timing, CacheStatus};
@@ -43,6 +44,11 @@ pub struct Proxy {
     pub(crate) cache_enabled: bool,
     pub(crate) max_body_bytes: usize,
     pub(crate) fill_null_timestamps: bool,
+    /// The configured latency budget for retrievals (`None`: off).
+    pub(crate) budget: Option<std::time::Duration>,
+    /// Bounds the upstream fetches running at once (`latency.max_background_fetches`).
+    pub(crate) fetch_permits: Arc<tokio::sync::Semaphore>,
+    pub(crate) circuit: Arc<Circuit>,
 }
 
 /// What a handler produced, before the common finishing.
@@ -64,9 +70,15 @@ pub struct RequestInfo {
 
 impl Proxy {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        let circuit = Arc::new(Circuit::new(&config.circuit));
+        let lifetimes = Lifetimes {
+            ttl: config.cache.ttl,
+            stale_while_revalidate: config.cache.stale_while_revalidate,
+            stale_if_error: config.cache.stale_if_error,
+        };
         Self {
-            upstream: Upstream::new(&config.upstream),
-            store: Store::new(config.cache.max_bytes, config.cache.ttl),
+            upstream: Upstream::new(&config.upstream, Arc::clone(&circuit)),
+            store: Store::new(config.cache.max_bytes, lifetimes),
             scopes: Scopes::new(config.cache.max_scopes),
             inflight: Arc::default(),
             tasks: BoundedMap::new(config.cache.max_tracked_tasks),
@@ -74,6 +86,11 @@ impl Proxy {
             cache_enabled: config.cache.enabled,
             max_body_bytes: config.max_body_bytes,
             fill_null_timestamps: config.compat.fill_null_timestamps,
+            budget: config.latency.budget,
+            fetch_permits: Arc::new(tokio::sync::Semaphore::new(
+                config.latency.max_background_fetches,
+            )),
+            circuit,
         }
     }
 
@@ -89,6 +106,10 @@ impl Proxy {
             _ if crate::admin::is_admin_path(&method, &path) => {
                 (RouteClassLabel::Admin, Ok(crate::admin::serve(self, &path)))
             }
+            _ if crate::prewarm::is_prewarm(&method, &path) => (
+                RouteClassLabel::Admin,
+                crate::prewarm::handle(self, request).await,
+            ),
             RouteClass::Read(route) => (
                 RouteClassLabel::Read,
                 crate::read::handle(self, route, request).await,
@@ -148,6 +169,8 @@ impl Proxy {
             cache_evictions: self.store.evictions(),
             scopes: self.scopes.len(),
             inflight: self.inflight.len(),
+            circuit_state: self.circuit.state().gauge(),
+            circuit: self.circuit.stats(),
         }
     }
 }

@@ -1,4 +1,8 @@
-//! Cacheable retrievals: key → lookup → (coalesced) fetch → admit → answer or fallback.
+//! Cacheable retrievals: key → lookup → (coalesced) fetch → admit → answer, stale, or fallback.
+//!
+//! With a latency budget, a miss is answered when the budget runs out (stale if the cache has an
+//! answer within its stale-if-error window, else empty) while the spawned fetch runs on to the
+//! hard deadline and fills the cache for the next turn.
 //!
 //! The decisions are pure ([`judge`] classifies an upstream result); the steps are named
 //! functions. A retrieval always gets an answer the SDK can parse: the cached one, memU's own, or,
@@ -16,11 +20,11 @@ use tokio::time::Instant;
 
 use crate::body::{full, BoxError, ProxyBody};
 use crate::cache::inflight::{outcome, Joined, Lease};
-use crate::cache::{read_key, tenant_of, Entry, KeyedRead, Lookup};
+use crate::cache::{read_key, tenant_of, Entry, Generations, KeyedRead, Lookup};
 use crate::error::ProxyError;
 use crate::fallback::{empty_body, FallbackReason};
-use crate::headers::{client_cache, CacheStatus, ClientCache};
-use crate::metrics::{Outcome, RouteClassLabel};
+use crate::headers::{client_cache, request_budget, CacheStatus, ClientCache};
+use crate::metrics::{BackgroundEvent, Outcome, RouteClassLabel};
 use crate::proxy::{
     add_timing, buffered_response, json_response, read_body, set_cache_status, Handled,
     InflightKey, Proxy,
@@ -65,6 +69,7 @@ pub fn judge(result: Result<Buffered, UpstreamError>) -> Judgement {
             | UpstreamError::TooLarge(_)
             | UpstreamError::RequestTooLarge,
         ) => Judgement::Fallback(FallbackReason::UpstreamError),
+        Err(UpstreamError::CircuitOpen(_)) => Judgement::Fallback(FallbackReason::CircuitOpen),
         Ok(answer) if answer.status.is_server_error() => {
             Judgement::Fallback(FallbackReason::Upstream5xx)
         }
@@ -112,53 +117,60 @@ where
     B::Error: Into<BoxError>,
 {
     let started = Instant::now();
-    let deadline = started + proxy.upstream.timeout();
+    let hard_deadline = started + proxy.upstream.timeout();
     let (parts, body) = request.into_parts();
+    let budget = request_budget(&parts.headers, proxy.budget, proxy.upstream.timeout())
+        .map_err(ProxyError::InvalidHeader)?;
+    let answer_by = budget.map_or(hard_deadline, |budget| started + budget);
     let body = read_body(body, proxy.max_body_bytes).await?;
     let mode = client_cache(&parts.headers);
-    let keyed = proxy.cache_enabled.then(|| {
-        let tenant = tenant_of(
-            parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        );
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        read_key(route, path_and_query, tenant, &body)
-    });
-    let read = match (keyed.flatten(), mode) {
+    let keyed = proxy
+        .cache_enabled
+        .then(|| keyed_read(route, &parts, &body))
+        .flatten();
+    let read = match (keyed, mode) {
         (Some(read), ClientCache::Normal | ClientCache::Revalidate) => read,
-        (read, _) => return bypass(proxy, route, &parts, body, read, deadline).await,
+        (read, _) => return bypass(proxy, route, &parts, body, read, hard_deadline).await,
     };
 
     let generations = proxy.scopes.current(&read.key.scope);
     if mode == ClientCache::Normal {
-        if let Lookup::Fresh(entry) = proxy.store.lookup(&read.key, generations, Instant::now()) {
-            return Ok(hit(&entry, started.elapsed()));
+        match proxy.store.lookup(&read.key, generations, Instant::now()) {
+            Lookup::Fresh(entry) => return Ok(hit(&entry, started.elapsed(), None)),
+            Lookup::Revalidate(entry) => {
+                start_background(proxy, &read, generations, &parts, body);
+                return Ok(hit(
+                    &entry,
+                    started.elapsed(),
+                    Some("stale-while-revalidate"),
+                ));
+            }
+            Lookup::Miss => {}
         }
     }
     let lookup = started.elapsed();
 
-    let (rx, collapsed) = match proxy.inflight.join(&(read.key.clone(), generations)) {
-        Joined::Leader(lease) => {
-            let rx = lease.subscribe();
-            let upstream_request = proxy
-                .upstream
-                .request(&parts, full(body), true)
-                .map_err(ProxyError::BadRequest)?;
-            tokio::spawn(fetch(Arc::clone(proxy), lease, upstream_request));
-            (rx, false)
-        }
-        Joined::Follower(rx) => {
-            proxy.metrics.coalesced_wait();
-            (rx, true)
-        }
+    let Some((rx, collapsed)) = join_fetch(proxy, &read, generations, &parts, body)? else {
+        return Ok(stale_or_empty(
+            proxy,
+            route,
+            &read,
+            FallbackReason::Overload,
+            None,
+        ));
     };
-    let fetched = tokio::time::timeout_at(deadline, outcome(rx)).await;
-    let mut handled = match fetched {
+    let waited = tokio::time::timeout_at(answer_by, outcome(rx)).await;
+    let mut handled = match waited {
         Ok(Some(fetched)) => answer(proxy, route, &read, &fetched, collapsed),
-        Ok(None) => fallback(proxy, route, &read, FallbackReason::UpstreamError, None),
-        Err(_) => fallback(
+        Ok(None) => stale_or_empty(proxy, route, &read, FallbackReason::UpstreamError, None),
+        Err(_) if answer_by < hard_deadline => stale_or_empty(
+            proxy,
+            route,
+            &read,
+            FallbackReason::Budget,
+            Some(started.elapsed()),
+        ),
+        Err(_) => stale_or_empty(
             proxy,
             route,
             &read,
@@ -174,12 +186,77 @@ where
     Ok(handled)
 }
 
+/// The cache key of a retrieval, from its headers and body (`None`: not cacheable).
+pub(crate) fn keyed_read(
+    route: ReadRoute,
+    parts: &request::Parts,
+    body: &[u8],
+) -> Option<KeyedRead> {
+    let tenant = tenant_of(
+        parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    );
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    read_key(route, path_and_query, tenant, body)
+}
+
+/// Joins the fetch in flight for this key and generations, or starts one. `None` when a fetch
+/// would be needed but `latency.max_background_fetches` are already running.
+fn join_fetch(
+    proxy: &Arc<Proxy>,
+    read: &KeyedRead,
+    generations: Generations,
+    parts: &request::Parts,
+    body: Bytes,
+) -> Result<Option<(FetchReceiver, bool)>, ProxyError> {
+    match proxy.inflight.join(&(read.key.clone(), generations)) {
+        Joined::Follower(rx) => {
+            proxy.metrics.coalesced_wait();
+            Ok(Some((rx, true)))
+        }
+        Joined::Leader(lease) => {
+            let Ok(permit) = Arc::clone(&proxy.fetch_permits).try_acquire_owned() else {
+                return Ok(None);
+            };
+            let rx = lease.subscribe();
+            let request = proxy
+                .upstream
+                .request(parts, full(body), true)
+                .map_err(ProxyError::BadRequest)?;
+            tokio::spawn(fetch(Arc::clone(proxy), lease, request, permit));
+            Ok(Some((rx, false)))
+        }
+    }
+}
+
+/// Starts a fetch nobody waits for (stale-while-revalidate refresh, prewarm): coalesced with
+/// any identical fetch in flight, dropped when the background bound is reached.
+pub(crate) fn start_background(
+    proxy: &Arc<Proxy>,
+    read: &KeyedRead,
+    generations: Generations,
+    parts: &request::Parts,
+    body: Bytes,
+) {
+    let event = match join_fetch(proxy, read, generations, parts, body) {
+        Ok(Some((_, false))) => BackgroundEvent::Started,
+        Ok(Some((_, true))) => BackgroundEvent::Joined,
+        Ok(None) | Err(_) => BackgroundEvent::Dropped,
+    };
+    proxy.metrics.background(event);
+}
+
+type FetchReceiver = tokio::sync::watch::Receiver<Option<Arc<Fetched>>>;
+
 /// The spawned upstream fetch behind one coalesced miss. It owns the lease, so it completes (and
-/// fills the cache) even when every waiter has given up.
+/// fills the cache) even when every waiter has given up: past a budget, or disconnected.
 async fn fetch(
     proxy: Arc<Proxy>,
     lease: Lease<InflightKey, Arc<Fetched>>,
     request: Request<ProxyBody>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
     let result = proxy
@@ -187,7 +264,9 @@ async fn fetch(
         .exchange(request, started + proxy.upstream.timeout())
         .await;
     let upstream = started.elapsed();
-    proxy.metrics.upstream(RouteClassLabel::Read, upstream);
+    if !matches!(result, Err(UpstreamError::CircuitOpen(_))) {
+        proxy.metrics.upstream(RouteClassLabel::Read, upstream);
+    }
     let fetched = match proxy.repair(judge(result)) {
         Judgement::Answer { answer, cacheable } => {
             if cacheable {
@@ -211,8 +290,8 @@ async fn fetch(
     lease.complete(Arc::new(fetched));
 }
 
-/// A fresh cached answer.
-fn hit(entry: &Entry, lookup: Duration) -> Handled {
+/// A cached answer: fresh, or stale with the reason it was served anyway.
+fn hit(entry: &Entry, lookup: Duration, stale: Option<&'static str>) -> Handled {
     let mut response = Response::new(full(entry.body.clone()));
     *response.headers_mut() = entry.headers.clone();
     let headers = response.headers_mut();
@@ -220,11 +299,21 @@ fn hit(entry: &Entry, lookup: Duration) -> Handled {
         .saturating_duration_since(entry.stored_at)
         .as_secs();
     headers.insert(header::AGE, HeaderValue::from(age));
-    set_cache_status(headers, CacheStatus::HIT);
+    set_cache_status(
+        headers,
+        CacheStatus {
+            detail: stale,
+            ..CacheStatus::HIT
+        },
+    );
     add_timing(headers, &[("cache", lookup)]);
     Handled {
         response,
-        outcome: Outcome::Hit,
+        outcome: if stale.is_some() {
+            Outcome::Stale
+        } else {
+            Outcome::Hit
+        },
         upstream: None,
     }
 }
@@ -261,8 +350,28 @@ fn answer(
             }
         }
         Fetched::Failed { reason, upstream } => {
-            fallback(proxy, route, read, *reason, Some(*upstream))
+            stale_or_empty(proxy, route, read, *reason, Some(*upstream))
         }
+    }
+}
+
+/// When memU cannot answer in time: a stale answer within the stale-if-error window, else the
+/// empty fallback.
+fn stale_or_empty(
+    proxy: &Proxy,
+    route: ReadRoute,
+    read: &KeyedRead,
+    reason: FallbackReason,
+    upstream: Option<Duration>,
+) -> Handled {
+    match proxy.store.stale_if_error(&read.key, Instant::now()) {
+        Some(entry) => {
+            proxy.metrics.stale_served(reason);
+            let mut handled = hit(&entry, Duration::ZERO, Some(reason.stale_detail()));
+            handled.upstream = upstream;
+            handled
+        }
+        None => fallback(proxy, route, read, reason, upstream),
     }
 }
 

@@ -19,9 +19,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
 use crate::body::{is_length_limit, BoxError, ProxyBody};
+use crate::circuit::{Circuit, Ticket};
 use crate::config::UpstreamConfig;
-use crate::headers::strip_hop_by_hop;
+use crate::headers::{strip_hop_by_hop, BUDGET_HEADER};
 
 /// Why an upstream exchange produced no usable response.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,22 @@ pub enum UpstreamError {
     TooLarge(usize),
     #[error("request body exceeds the size limit")]
     RequestTooLarge,
+    #[error("memU is failing: circuit open, not retried for {} ms", .0.as_millis())]
+    CircuitOpen(Duration),
+}
+
+impl UpstreamError {
+    /// Whether this error says something about memU's health (for the circuit breaker).
+    fn is_upstream_failure(&self) -> bool {
+        match self {
+            UpstreamError::Timeout(_) | UpstreamError::Connect(_) | UpstreamError::Exchange(_) => {
+                true
+            }
+            UpstreamError::TooLarge(_)
+            | UpstreamError::RequestTooLarge
+            | UpstreamError::CircuitOpen(_) => false,
+        }
+    }
 }
 
 /// A complete upstream answer.
@@ -57,10 +76,11 @@ pub struct Upstream {
     base_path: String,
     timeout: Duration,
     max_response_bytes: usize,
+    circuit: Arc<Circuit>,
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Self {
+    pub fn new(config: &UpstreamConfig, circuit: Arc<Circuit>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeout));
@@ -80,7 +100,13 @@ impl Upstream {
             base_path: config.base_path.clone(),
             timeout: config.timeout,
             max_response_bytes: config.max_response_bytes,
+            circuit,
         }
+    }
+
+    /// The circuit breaker every exchange passes.
+    pub fn circuit(&self) -> &Circuit {
+        &self.circuit
     }
 
     /// The hard deadline of one exchange.
@@ -105,6 +131,7 @@ impl Upstream {
             .build()?;
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
+        headers.remove(BUDGET_HEADER);
         headers.insert(header::HOST, self.host.clone());
         if identity {
             headers.insert(
@@ -140,6 +167,10 @@ impl Upstream {
         request: Request<ProxyBody>,
         deadline: Instant,
     ) -> Result<Buffered, UpstreamError> {
+        let ticket = self
+            .circuit
+            .try_pass()
+            .map_err(UpstreamError::CircuitOpen)?;
         let deadline = deadline.min(Instant::now() + self.timeout);
         let exchange = async {
             let response = self.client.request(request).await.map_err(classify)?;
@@ -162,9 +193,22 @@ impl Upstream {
                 body,
             })
         };
-        tokio::time::timeout_at(deadline, exchange)
+        let result = tokio::time::timeout_at(deadline, exchange)
             .await
-            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+            .map_err(|_| UpstreamError::Timeout(self.timeout))
+            .and_then(|result| result);
+        report(ticket, result.as_ref().map(|answer| answer.status));
+        result
+    }
+}
+
+/// Tells the circuit breaker how an exchange went: 5xx and transport failures count against memU.
+fn report(ticket: Ticket, result: Result<StatusCode, &UpstreamError>) {
+    match result {
+        Ok(status) if status.is_server_error() => ticket.failure(),
+        Ok(_) => ticket.success(),
+        Err(error) if error.is_upstream_failure() => ticket.failure(),
+        Err(_) => drop(ticket),
     }
 }
 

@@ -10,4 +10,4 @@ pub mod store;
 
 pub use key::{read_key, tenant_of, write_scope, CacheKey, KeyedRead, Scope, Tenant};
 pub use scope::{Generations, Invalidate, Scopes};
-pub use store::{Entry, Lookup, Store};
+pub use store::{Entry, Lifetimes, Lookup, Store};

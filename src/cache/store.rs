@@ -2,7 +2,10 @@
 //!
 //! quick_cache has no clock, so every entry carries its own (`stored_at`, `fresh_until`) on
 //! `tokio::time::Instant` (paused-time tests work) and the [`Generations`] read when its fetch
-//! started. A lookup decides Fresh / Expired / Superseded from those; only Fresh is a hit.
+//! started. A lookup decides from those: Fresh (a hit), Revalidate (past the TTL but within the
+//! stale-while-revalidate window: served at once while a refresh runs), or Miss. An entry past
+//! its TTL, or superseded by an invalidation, may still be served by [`Store::stale_if_error`]
+//! when memU cannot answer, within the stale-if-error window, but never as a normal hit.
 //! Entries are weighed in bytes (body, headers, key, bookkeeping) so `max_bytes` means bytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,9 +36,18 @@ pub struct Entry {
 #[derive(Debug)]
 pub enum Lookup {
     Fresh(Arc<Entry>),
-    /// Present but unusable as a hit: past its TTL, or its scope was invalidated since.
-    Unusable,
+    /// Past its TTL but within the stale-while-revalidate window, and not superseded.
+    Revalidate(Arc<Entry>),
+    /// Absent, expired beyond the revalidate window, or superseded by an invalidation.
     Miss,
+}
+
+/// How long entries are served, relative to when they were stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
 }
 
 /// Fixed per-entry overhead counted by the weigher (map slot, `Entry`, `Arc`, header map).
@@ -71,12 +83,12 @@ impl Lifecycle<CacheKey, Arc<Entry>> for EvictionCounter {
 pub struct Store {
     cache: Cache<CacheKey, Arc<Entry>, ByteWeighter, DefaultHashBuilder, EvictionCounter>,
     evictions: Arc<AtomicU64>,
-    ttl: Duration,
+    lifetimes: Lifetimes,
 }
 
 impl Store {
-    /// A store holding at most `max_bytes`, serving entries as fresh for `ttl`.
-    pub fn new(max_bytes: u64, ttl: Duration) -> Self {
+    /// A store holding at most `max_bytes`, serving entries for the given `lifetimes`.
+    pub fn new(max_bytes: u64, lifetimes: Lifetimes) -> Self {
         let evictions = EvictionCounter::default();
         let estimated_items = usize::try_from(max_bytes / 2048)
             .unwrap_or(usize::MAX)
@@ -90,19 +102,32 @@ impl Store {
                 evictions.clone(),
             ),
             evictions: evictions.0,
-            ttl,
+            lifetimes,
         }
     }
 
     /// Looks `key` up as of `now`, valid only for the `current` generations of its scope.
     pub fn lookup(&self, key: &CacheKey, current: Generations, now: Instant) -> Lookup {
         match self.cache.get(key) {
-            None => Lookup::Miss,
             Some(entry) if entry.generations == current && now < entry.fresh_until => {
                 Lookup::Fresh(entry)
             }
-            Some(_) => Lookup::Unusable,
+            Some(entry)
+                if entry.generations == current
+                    && now < entry.fresh_until + self.lifetimes.stale_while_revalidate =>
+            {
+                Lookup::Revalidate(entry)
+            }
+            _ => Lookup::Miss,
         }
+    }
+
+    /// An answer for `key` to serve instead of the empty fallback: past its TTL or superseded,
+    /// but within the stale-if-error window.
+    pub fn stale_if_error(&self, key: &CacheKey, now: Instant) -> Option<Arc<Entry>> {
+        self.cache
+            .get(key)
+            .filter(|entry| now < entry.fresh_until + self.lifetimes.stale_if_error)
     }
 
     /// Stores an answer whose fetch started under `generations`. An answer that predates a write
@@ -120,7 +145,7 @@ impl Store {
             headers,
             generations,
             stored_at: now,
-            fresh_until: now + self.ttl,
+            fresh_until: now + self.lifetimes.ttl,
         };
         self.cache.insert(key, Arc::new(entry));
     }
@@ -163,55 +188,67 @@ mod tests {
 
     const GEN: Generations = Generations { scope: 0, user: 0 };
 
-    #[tokio::test(start_paused = true)]
-    async fn entries_expire_after_the_ttl() {
-        let store = Store::new(1 << 20, Duration::from_secs(300));
+    fn lifetimes(ttl: u64, swr: u64, sie: u64) -> Lifetimes {
+        Lifetimes {
+            ttl: Duration::from_secs(ttl),
+            stale_while_revalidate: Duration::from_secs(swr),
+            stale_if_error: Duration::from_secs(sie),
+        }
+    }
+
+    fn admit(store: &Store, n: usize, generations: Generations, now: Instant) {
         store.admit(
-            key(1),
+            key(n),
             Bytes::from_static(b"{}"),
             HeaderMap::new(),
-            GEN,
-            Instant::now(),
+            generations,
+            now,
         );
-        assert!(matches!(
-            store.lookup(&key(1), GEN, Instant::now()),
-            Lookup::Fresh(_)
-        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_are_fresh_then_revalidated_then_gone() {
+        let store = Store::new(1 << 20, lifetimes(300, 60, 600));
+        admit(&store, 1, GEN, Instant::now());
+        let at = |store: &Store| store.lookup(&key(1), GEN, Instant::now());
+        assert!(matches!(at(&store), Lookup::Fresh(_)));
         tokio::time::advance(Duration::from_secs(299)).await;
-        assert!(matches!(
-            store.lookup(&key(1), GEN, Instant::now()),
-            Lookup::Fresh(_)
-        ));
+        assert!(matches!(at(&store), Lookup::Fresh(_)));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(matches!(
-            store.lookup(&key(1), GEN, Instant::now()),
-            Lookup::Unusable
-        ));
+        assert!(matches!(at(&store), Lookup::Revalidate(_)));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(matches!(at(&store), Lookup::Revalidate(_)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(matches!(at(&store), Lookup::Miss));
+        assert!(store.stale_if_error(&key(1), Instant::now()).is_some());
+        tokio::time::advance(Duration::from_secs(540)).await;
+        assert!(store.stale_if_error(&key(1), Instant::now()).is_none());
     }
 
     #[test]
-    fn superseded_generations_are_not_hits() {
-        let store = Store::new(1 << 20, Duration::from_secs(300));
+    fn superseded_entries_are_never_hits_but_may_serve_on_error() {
+        let store = Store::new(1 << 20, lifetimes(300, 60, 600));
         let now = Instant::now();
-        store.admit(
-            key(1),
-            Bytes::from_static(b"{}"),
-            HeaderMap::new(),
-            GEN,
-            now,
-        );
+        admit(&store, 1, GEN, now);
         let later = Generations { scope: 1, user: 0 };
-        assert!(matches!(
-            store.lookup(&key(1), later, now),
-            Lookup::Unusable
-        ));
+        assert!(matches!(store.lookup(&key(1), later, now), Lookup::Miss));
+        assert!(store.stale_if_error(&key(1), now).is_some());
         assert!(matches!(store.lookup(&key(2), GEN, now), Lookup::Miss));
+        let no_stale = Store::new(1 << 20, lifetimes(300, 0, 0));
+        admit(&no_stale, 1, GEN, now);
+        assert!(matches!(
+            no_stale.lookup(&key(1), GEN, now + Duration::from_secs(300)),
+            Lookup::Miss
+        ));
+        assert!(no_stale
+            .stale_if_error(&key(1), now + Duration::from_secs(300))
+            .is_none());
     }
 
     #[test]
     fn the_store_stays_within_its_byte_bound() {
         let max = 64 * 1024;
-        let store = Store::new(max, Duration::from_secs(300));
+        let store = Store::new(max, lifetimes(300, 0, 0));
         let body = Bytes::from(vec![b'x'; 1000]);
         for n in 0..1000 {
             store.admit(key(n), body.clone(), HeaderMap::new(), GEN, Instant::now());
