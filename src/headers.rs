@@ -193,7 +193,9 @@ mod tests {
     #[test]
     fn budget_from_header_or_config() {
         let ms = Duration::from_millis;
-        let cases: &[(Option<&str>, Option<u64>, Result<Option<u64>, ()>)] = &[
+        // (header, configured ms, expected ms or Err)
+        type Case = (Option<&'static str>, Option<u64>, Result<Option<u64>, ()>);
+        let cases: &[Case] = &[
             (None, None, Ok(None)),
             (None, Some(500), Ok(Some(500))),
             (None, Some(5000), Ok(Some(2000))),
