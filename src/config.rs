@@ -122,6 +122,9 @@ pub struct CacheSettings {
     pub stale_if_error_secs: u64,
     /// Upper bound of the cache, in bytes (bodies, keys and bookkeeping).
     pub max_bytes: u64,
+    /// Answer a miss from a cached near-duplicate query of the same scope, route and parameters
+    /// at or above this similarity (0 < t ≤ 1). 0 = off.
+    pub similarity_threshold: f64,
     /// Most invalidation scopes (tenant, user, agent) remembered.
     pub max_scopes: usize,
     /// Most memorize task ids remembered for re-invalidation on SUCCESS.
@@ -158,6 +161,7 @@ impl Default for CacheSettings {
             ttl_secs: 300,
             stale_while_revalidate_secs: 0,
             stale_if_error_secs: 0,
+            similarity_threshold: 0.0,
             max_bytes: 64 * 1024 * 1024,
             max_scopes: 100_000,
             max_tracked_tasks: 10_000,
@@ -214,6 +218,7 @@ pub struct CacheConfig {
     pub ttl: Duration,
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
+    pub similarity_threshold: f64,
     pub max_bytes: u64,
     pub max_scopes: usize,
     pub max_tracked_tasks: usize,
@@ -347,6 +352,11 @@ impl Settings {
             "must be greater than 0 when the circuit breaker is on",
         );
         check(
+            (0.0..=1.0).contains(&self.cache.similarity_threshold),
+            "cache.similarity_threshold",
+            "must be between 0 (off) and 1",
+        );
+        check(
             self.cache.max_scopes > 0,
             "cache.max_scopes",
             "must be greater than 0",
@@ -385,6 +395,7 @@ impl Settings {
                             self.cache.stale_while_revalidate_secs,
                         ),
                         stale_if_error: Duration::from_secs(self.cache.stale_if_error_secs),
+                        similarity_threshold: self.cache.similarity_threshold,
                         max_bytes: self.cache.max_bytes,
                         max_scopes: self.cache.max_scopes,
                         max_tracked_tasks: self.cache.max_tracked_tasks,

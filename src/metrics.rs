@@ -41,6 +41,8 @@ pub enum Outcome {
     Fallback,
     /// Answered with an error the proxy produced (413, 502, 504 …).
     Error,
+    /// Answered from the fresh cached answer of a near-duplicate query.
+    SimilarHit,
     /// Answered from a stale cache entry (stale-while-revalidate, or instead of the fallback).
     Stale,
     /// Served by the proxy itself (`/metrics`, `/healthz`, `/prewarm`).
@@ -120,7 +122,7 @@ label_values! {
         Passthrough => "passthrough", Admin => "admin", Unknown => "unknown",
     }
     Outcome {
-        Hit => "hit", Miss => "miss", Coalesced => "coalesced", Bypass => "bypass",
+        Hit => "hit", SimilarHit => "similar_hit", Miss => "miss", Coalesced => "coalesced", Bypass => "bypass",
         Fallback => "fallback", Error => "error", Stale => "stale", Local => "local",
     }
     InvalidationCause { Write => "write", TaskSuccess => "task_success" }

@@ -18,6 +18,7 @@ use quick_cache::sync::Cache as BoundedMap;
 
 use crate::body::{full, is_length_limit, BoxError, ProxyBody};
 use crate::cache::inflight::Inflight;
+use crate::cache::similar::SimilarIndex;
 use crate::cache::{CacheKey, Generations, Invalidate, Lifetimes, Scope, Scopes, Store};
 use crate::circuit::Circuit;
 use crate::config::Config;
@@ -49,6 +50,8 @@ pub struct Proxy {
     /// Bounds the upstream fetches running at once (`latency.max_background_fetches`).
     pub(crate) fetch_permits: Arc<tokio::sync::Semaphore>,
     pub(crate) circuit: Arc<Circuit>,
+    /// Near-duplicate lookups and their threshold, when `cache.similarity_threshold` > 0.
+    pub(crate) similar: Option<(SimilarIndex, f64)>,
 }
 
 /// What a handler produced, before the common finishing.
@@ -91,6 +94,14 @@ impl Proxy {
                 config.latency.max_background_fetches,
             )),
             circuit,
+            similar: (config.cache.similarity_threshold > 0.0).then(|| {
+                // One bucket per stored query at most: bounded like the store itself.
+                let buckets = usize::try_from(config.cache.max_bytes / 1024).unwrap_or(usize::MAX);
+                (
+                    SimilarIndex::new(buckets),
+                    config.cache.similarity_threshold,
+                )
+            }),
         }
     }
 

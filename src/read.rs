@@ -136,16 +136,16 @@ where
     let generations = proxy.scopes.current(&read.key.scope);
     if mode == ClientCache::Normal {
         match proxy.store.lookup(&read.key, generations, Instant::now()) {
-            Lookup::Fresh(entry) => return Ok(hit(&entry, started.elapsed(), None)),
+            Lookup::Fresh(entry) => return Ok(hit(&entry, started.elapsed(), HitKind::Fresh)),
             Lookup::Revalidate(entry) => {
                 start_background(proxy, &read, generations, &parts, body);
-                return Ok(hit(
-                    &entry,
-                    started.elapsed(),
-                    Some("stale-while-revalidate"),
-                ));
+                let kind = HitKind::Stale("stale-while-revalidate");
+                return Ok(hit(&entry, started.elapsed(), kind));
             }
             Lookup::Miss => {}
+        }
+        if let Some(entry) = similar_hit(proxy, &read, generations) {
+            return Ok(hit(&entry, started.elapsed(), HitKind::Similar));
         }
     }
     let lookup = started.elapsed();
@@ -271,6 +271,9 @@ async fn fetch(
         Judgement::Answer { answer, cacheable } => {
             if cacheable {
                 let (key, generations) = lease.key().clone();
+                if let Some((index, _)) = &proxy.similar {
+                    index.insert(&key);
+                }
                 proxy.store.admit(
                     key,
                     answer.body.clone(),
@@ -290,8 +293,37 @@ async fn fetch(
     lease.complete(Arc::new(fetched));
 }
 
-/// A cached answer: fresh, or stale with the reason it was served anyway.
-fn hit(entry: &Entry, lookup: Duration, stale: Option<&'static str>) -> Handled {
+/// A fresh cached answer for a near-duplicate of this query (same scope, route and parameters),
+/// when `cache.similarity_threshold` is on.
+fn similar_hit(proxy: &Proxy, read: &KeyedRead, generations: Generations) -> Option<Arc<Entry>> {
+    let (index, threshold) = proxy.similar.as_ref()?;
+    let now = Instant::now();
+    index
+        .find(&read.key, *threshold)
+        .into_iter()
+        .find_map(|key| match proxy.store.lookup(&key, generations, now) {
+            Lookup::Fresh(entry) => Some(entry),
+            Lookup::Revalidate(_) | Lookup::Miss => None,
+        })
+}
+
+/// Why a cached answer was served.
+#[derive(Debug, Clone, Copy)]
+enum HitKind {
+    Fresh,
+    /// Fresh, stored for a near-duplicate query.
+    Similar,
+    /// Stale, with the `Cache-Status` detail saying why it was served anyway.
+    Stale(&'static str),
+}
+
+/// A cached answer.
+fn hit(entry: &Entry, lookup: Duration, kind: HitKind) -> Handled {
+    let (detail, outcome) = match kind {
+        HitKind::Fresh => (None, Outcome::Hit),
+        HitKind::Similar => (Some("similar"), Outcome::SimilarHit),
+        HitKind::Stale(detail) => (Some(detail), Outcome::Stale),
+    };
     let mut response = Response::new(full(entry.body.clone()));
     *response.headers_mut() = entry.headers.clone();
     let headers = response.headers_mut();
@@ -302,18 +334,14 @@ fn hit(entry: &Entry, lookup: Duration, stale: Option<&'static str>) -> Handled 
     set_cache_status(
         headers,
         CacheStatus {
-            detail: stale,
+            detail,
             ..CacheStatus::HIT
         },
     );
     add_timing(headers, &[("cache", lookup)]);
     Handled {
         response,
-        outcome: if stale.is_some() {
-            Outcome::Stale
-        } else {
-            Outcome::Hit
-        },
+        outcome,
         upstream: None,
     }
 }
@@ -367,7 +395,11 @@ fn stale_or_empty(
     match proxy.store.stale_if_error(&read.key, Instant::now()) {
         Some(entry) => {
             proxy.metrics.stale_served(reason);
-            let mut handled = hit(&entry, Duration::ZERO, Some(reason.stale_detail()));
+            let mut handled = hit(
+                &entry,
+                Duration::ZERO,
+                HitKind::Stale(reason.stale_detail()),
+            );
             handled.upstream = upstream;
             handled
         }

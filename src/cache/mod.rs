@@ -6,6 +6,7 @@ pub mod inflight;
 pub mod key;
 pub mod normalize;
 pub mod scope;
+pub mod similar;
 pub mod store;
 
 pub use key::{read_key, tenant_of, write_scope, CacheKey, KeyedRead, Scope, Tenant};
