@@ -318,16 +318,13 @@ impl SimilarIndex {
     /// The bucket of `key` given its query's shape: every part of the key but the query text,
     /// plus the content set.
     fn bucket(&self, key: &CacheKey, shape: &Shape) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        (
+        self.hasher.hash_one((
             key.route,
             &key.path_and_query,
             &key.scope,
             &key.params,
             &shape.content,
-        )
-            .hash(&mut h);
-        h.finish()
+        ))
     }
 
     /// Remembers a stored answer's key as a candidate for near-duplicates.
