@@ -24,6 +24,7 @@ fn the_shipped_proxy_toml_parses_and_validates() {
     expected.latency.budget_ms = 500;
     expected.cache.stale_while_revalidate_secs = 60;
     expected.cache.stale_if_error_secs = 3600;
+    expected.cache.similarity_threshold = 0.9;
     assert_eq!(settings, expected);
 }
 

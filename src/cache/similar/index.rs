@@ -1,0 +1,156 @@
+//! The near-duplicate index: (scope, route, parameters, content set) → the few cached queries
+//! that share them. Bounded: at most `capacity` buckets of at most [`BUCKET_CAPACITY`] queries.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
+
+use super::Shape;
+use crate::cache::key::CacheKey;
+
+/// Most cached queries remembered per (scope, route, parameters, content set).
+const BUCKET_CAPACITY: usize = 8;
+
+/// One cached query that later near-duplicates may be answered from.
+#[derive(Debug, Clone)]
+struct Candidate {
+    key: CacheKey,
+    shape: Arc<Shape>,
+}
+
+/// The bounded near-duplicate index.
+pub struct SimilarIndex {
+    buckets: Cache<u64, Arc<[Candidate]>>,
+    hasher: RandomState,
+}
+
+impl SimilarIndex {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            buckets: Cache::new(capacity.max(16)),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The bucket of `key` given its query's shape: every part of the key but the query text,
+    /// plus the content set.
+    fn bucket(&self, key: &CacheKey, shape: &Shape) -> u64 {
+        self.hasher.hash_one((
+            key.route,
+            &key.path_and_query,
+            &key.scope,
+            &key.params,
+            &shape.content,
+        ))
+    }
+
+    /// Remembers a stored answer's key as a candidate for near-duplicates.
+    pub fn insert(&self, key: &CacheKey) {
+        let Some(query) = key.query.as_deref() else {
+            return;
+        };
+        let shape = Shape::of(query);
+        let bucket = self.bucket(key, &shape);
+        let mut candidates: Vec<Candidate> = self
+            .buckets
+            .get(&bucket)
+            .map(|c| c.iter().filter(|c| c.key != *key).cloned().collect())
+            .unwrap_or_default();
+        if candidates.len() >= BUCKET_CAPACITY {
+            candidates.remove(0);
+        }
+        candidates.push(Candidate {
+            key: key.clone(),
+            shape: Arc::new(shape),
+        });
+        self.buckets.insert(bucket, candidates.into());
+    }
+
+    /// The keys of cached queries at least `threshold` similar to `key`'s, best first.
+    pub fn find(&self, key: &CacheKey, threshold: f64) -> Vec<CacheKey> {
+        let Some(query) = key.query.as_deref() else {
+            return Vec::new();
+        };
+        let shape = Shape::of(query);
+        let Some(candidates) = self.buckets.get(&self.bucket(key, &shape)) else {
+            return Vec::new();
+        };
+        let mut scored: Vec<(f64, &Candidate)> = candidates
+            .iter()
+            .filter(|c| c.key != *key)
+            .map(|c| (shape.similarity(&c.shape), c))
+            .filter(|(score, _)| *score >= threshold)
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().map(|(_, c)| c.key.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::read_key;
+    use crate::routes::ReadRoute;
+
+    fn key(query: &str) -> CacheKey {
+        let body = serde_json::json!({"user_id": "u", "agent_id": "a", "query": query, "top_k": 3});
+        read_key(
+            ReadRoute::RelatedMemoryItems,
+            "/p",
+            None,
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+        .key
+    }
+
+    #[test]
+    fn the_index_finds_near_duplicates_within_the_same_scope_and_parameters_only() {
+        let index = SimilarIndex::new(1000);
+        index.insert(&key("今天天气怎么样"));
+        assert_eq!(
+            index.find(&key("今天天气怎么样呀"), 0.9),
+            vec![key("今天天气怎么样")]
+        );
+        assert!(index.find(&key("明天天气怎么样呀"), 0.9).is_empty());
+        let other_user = serde_json::json!({"user_id": "v", "agent_id": "a", "query": "今天天气怎么样呀", "top_k": 3});
+        let other_user = read_key(
+            ReadRoute::RelatedMemoryItems,
+            "/p",
+            None,
+            other_user.to_string().as_bytes(),
+        )
+        .unwrap()
+        .key;
+        assert!(index.find(&other_user, 0.9).is_empty());
+        let other_top_k = serde_json::json!({"user_id": "u", "agent_id": "a", "query": "今天天气怎么样呀", "top_k": 4});
+        let other_top_k = read_key(
+            ReadRoute::RelatedMemoryItems,
+            "/p",
+            None,
+            other_top_k.to_string().as_bytes(),
+        )
+        .unwrap()
+        .key;
+        assert!(index.find(&other_top_k, 0.9).is_empty());
+    }
+
+    #[test]
+    fn buckets_stay_bounded() {
+        let index = SimilarIndex::new(16);
+        for i in 0..1000 {
+            index.insert(&key(&format!("question number {i}")));
+        }
+        assert!(index.len() <= 16 * 2, "{}", index.len());
+    }
+}
