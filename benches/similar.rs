@@ -54,7 +54,7 @@ const TOPICS_ZH: &[&str] = &[
 /// The i-th cached question: 10 × 10 × 10 × 10 combinations in two languages.
 fn question(i: usize) -> String {
     let (a, b, c, d) = (i % 10, (i / 10) % 10, (i / 100) % 10, (i / 1000) % 10);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!(
             "what is my {}'s {} in {} number {}",
             SUBJECTS_EN[a], TOPICS_EN[b], TOPICS_EN[c], d
@@ -69,7 +69,7 @@ fn question(i: usize) -> String {
 
 /// An ASR-style re-wording of the i-th question.
 fn reworded(i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("um, {}?", question(i).replacen("what is", "what's", 1))
     } else {
         format!("嗯，{}呀？", question(i))
@@ -117,7 +117,7 @@ fn main() {
     let probes: Vec<(CacheKey, bool)> = (0..1_000)
         .map(|n| {
             let i = n * 7 % CACHED;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 (key(&reworded(i)), true)
             } else {
                 (
