@@ -14,11 +14,11 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::body::{full, BoxError};
+use crate::body::BoxError;
 use crate::error::ProxyError;
 use crate::headers::CacheStatus;
 use crate::metrics::{InvalidationCause, Outcome, RouteClassLabel};
-use crate::proxy::{add_timing, buffered_response, read_body, set_cache_status, Handled, Proxy};
+use crate::proxy::{add_timing, forwarded, read_body, set_cache_status, Handled, Proxy};
 
 /// Forwards a request, streaming both bodies.
 pub async fn handle<B>(proxy: &Arc<Proxy>, request: Request<B>) -> Result<Handled, ProxyError>
@@ -63,17 +63,9 @@ where
     };
     let (parts, body) = request.into_parts();
     let body = read_body(body, proxy.max_body_bytes).await?;
-    let request = proxy
-        .upstream
-        .request(&parts, full(body), false)
-        .map_err(ProxyError::BadRequest)?;
-    let started = Instant::now();
-    let result = proxy
-        .upstream
-        .exchange(request, started + proxy.upstream.timeout())
+    let (result, upstream) = proxy
+        .forward_buffered(&parts, body, RouteClassLabel::Status, proxy.deadline())
         .await;
-    let upstream = started.elapsed();
-    proxy.metrics.upstream(RouteClassLabel::Status, upstream);
     let answer = result?;
     if answer.status.is_success() {
         match task_state(&answer.body).as_deref() {
@@ -87,14 +79,7 @@ where
             _ => {}
         }
     }
-    let mut response = buffered_response(&answer);
-    set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
-    add_timing(response.headers_mut(), &[("upstream", upstream)]);
-    Ok(Handled {
-        response,
-        outcome: Outcome::Miss,
-        upstream: Some(upstream),
-    })
+    Ok(forwarded(&answer, upstream, Outcome::Miss))
 }
 
 fn task_state(body: &[u8]) -> Option<String> {

@@ -27,7 +27,7 @@ use crate::headers::{server_timing, CacheStatus};
 use crate::metrics::{InvalidationCause, Metrics, Outcome, RouteClassLabel, Snapshot};
 use crate::read::Fetched;
 use crate::routes::{classify, RouteClass};
-use crate::upstream::{Buffered, Upstream};
+use crate::upstream::{Buffered, Upstream, UpstreamError};
 
 /// A coalesced fetch is identified by the key and the generations it was started under, so a
 /// request arriving after a write never joins a fetch that began before it.
@@ -172,6 +172,34 @@ impl Proxy {
         self.metrics.invalidation(cause);
     }
 
+    /// Forwards a request whose body the proxy has read, and reads the whole answer, within
+    /// `deadline` (at most the hard timeout); the exchange is timed into the metrics.
+    pub(crate) async fn forward_buffered(
+        &self,
+        parts: &http::request::Parts,
+        body: Bytes,
+        class: RouteClassLabel,
+        deadline: tokio::time::Instant,
+    ) -> (Result<Buffered, UpstreamError>, Duration) {
+        let identity = class == RouteClassLabel::Read;
+        let request = match self.upstream.request(parts, full(body), identity) {
+            Ok(request) => request,
+            Err(e) => return (Err(UpstreamError::Exchange(Box::new(e))), Duration::ZERO),
+        };
+        let started = tokio::time::Instant::now();
+        let result = self.upstream.exchange(request, deadline).await;
+        let upstream = started.elapsed();
+        if !matches!(result, Err(UpstreamError::CircuitOpen(_))) {
+            self.metrics.upstream(class, upstream);
+        }
+        (result, upstream)
+    }
+
+    /// The hard deadline of an exchange starting now.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.upstream.timeout()
+    }
+
     /// Current values for the scrape-time gauges.
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -196,6 +224,18 @@ where
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if is_length_limit(error.as_ref()) => Err(ProxyError::BodyTooLarge { limit }),
         Err(error) => Err(ProxyError::BodyRead(error)),
+    }
+}
+
+/// memU's answer passed on unchanged, outside the cache (`Cache-Status: fwd=bypass`).
+pub(crate) fn forwarded(answer: &Buffered, upstream: Duration, outcome: Outcome) -> Handled {
+    let mut response = buffered_response(answer);
+    set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
+    add_timing(response.headers_mut(), &[("upstream", upstream)]);
+    Handled {
+        response,
+        outcome,
+        upstream: Some(upstream),
     }
 }
 

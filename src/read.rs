@@ -26,7 +26,7 @@ use crate::fallback::{empty_body, FallbackReason};
 use crate::headers::{client_cache, request_budget, CacheStatus, ClientCache};
 use crate::metrics::{BackgroundEvent, Outcome, RouteClassLabel};
 use crate::proxy::{
-    add_timing, buffered_response, json_response, read_body, set_cache_status, Handled,
+    add_timing, buffered_response, forwarded, json_response, read_body, set_cache_status, Handled,
     InflightKey, Proxy,
 };
 use crate::routes::ReadRoute;
@@ -440,33 +440,20 @@ async fn bypass(
     read: Option<KeyedRead>,
     deadline: Instant,
 ) -> Result<Handled, ProxyError> {
-    let request = proxy
-        .upstream
-        .request(parts, full(body), true)
-        .map_err(ProxyError::BadRequest)?;
-    let started = Instant::now();
-    let result = proxy.upstream.exchange(request, deadline).await;
-    let upstream = started.elapsed();
-    proxy.metrics.upstream(RouteClassLabel::Read, upstream);
-    let mut handled = match read {
+    let (result, upstream) = proxy
+        .forward_buffered(parts, body, RouteClassLabel::Read, deadline)
+        .await;
+    Ok(match read {
         Some(read) => match proxy.repair(judge(result)) {
-            Judgement::Fallback(reason) => fallback(proxy, route, &read, reason, Some(upstream)),
-            Judgement::Answer { answer, .. } => bypassed(&answer, upstream),
+            Judgement::Fallback(reason) => {
+                let mut handled = fallback(proxy, route, &read, reason, Some(upstream));
+                add_timing(handled.response.headers_mut(), &[("upstream", upstream)]);
+                handled
+            }
+            Judgement::Answer { answer, .. } => forwarded(&answer, upstream, Outcome::Bypass),
         },
-        None => bypassed(&result?, upstream),
-    };
-    add_timing(handled.response.headers_mut(), &[("upstream", upstream)]);
-    Ok(handled)
-}
-
-fn bypassed(answer: &Buffered, upstream: Duration) -> Handled {
-    let mut response = buffered_response(answer);
-    set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
-    Handled {
-        response,
-        outcome: Outcome::Bypass,
-        upstream: Some(upstream),
-    }
+        None => forwarded(&result?, upstream, Outcome::Bypass),
+    })
 }
 
 #[cfg(test)]

@@ -14,14 +14,12 @@ use http::header::{self, HeaderValue};
 use http::Request;
 use http_body::Body;
 use serde::Deserialize;
-use tokio::time::Instant;
 
-use crate::body::{full, BoxError};
+use crate::body::BoxError;
 use crate::cache::{tenant_of, write_scope, Invalidate, Scope};
 use crate::error::ProxyError;
-use crate::headers::CacheStatus;
 use crate::metrics::{InvalidationCause, Outcome, RouteClassLabel};
-use crate::proxy::{add_timing, buffered_response, read_body, set_cache_status, Handled, Proxy};
+use crate::proxy::{forwarded, read_body, Handled, Proxy};
 use crate::routes::WriteRoute;
 
 /// Handles one memorize or delete.
@@ -50,17 +48,9 @@ where
         proxy.invalidate(scope, *what, InvalidationCause::Write);
     }
 
-    let request = proxy
-        .upstream
-        .request(&parts, full(body), false)
-        .map_err(ProxyError::BadRequest)?;
-    let started = Instant::now();
-    let result = proxy
-        .upstream
-        .exchange(request, started + proxy.upstream.timeout())
+    let (result, upstream) = proxy
+        .forward_buffered(&parts, body, RouteClassLabel::Write, proxy.deadline())
         .await;
-    let upstream = started.elapsed();
-    proxy.metrics.upstream(RouteClassLabel::Write, upstream);
     let answer = result?;
 
     if let (true, Some((scope, what))) = (answer.status.is_success(), target) {
@@ -71,14 +61,7 @@ where
             }
         }
     }
-    let mut response = buffered_response(&answer);
-    set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
-    add_timing(response.headers_mut(), &[("upstream", upstream)]);
-    Ok(Handled {
-        response,
-        outcome: Outcome::Miss,
-        upstream: Some(upstream),
-    })
+    Ok(forwarded(&answer, upstream, Outcome::Miss))
 }
 
 /// A delete with `agent_id: null` covers all of the user's agents; anything else covers the
