@@ -124,13 +124,10 @@ where
     let answer_by = budget.map_or(hard_deadline, |budget| started + budget);
     let body = read_body(body, proxy.max_body_bytes).await?;
     let mode = client_cache(&parts.headers);
-    let keyed = proxy
-        .cache_enabled
-        .then(|| keyed_read(route, &parts, &body))
-        .flatten();
-    let read = match (keyed, mode) {
-        (Some(read), ClientCache::Normal | ClientCache::Revalidate) => read,
-        (read, _) => return bypass(proxy, route, &parts, body, read, hard_deadline).await,
+    // Keyed even when the cache is off: the key carries the query the fallback echoes.
+    let read = match keyed_read(route, &parts, &body) {
+        Some(read) if proxy.cache_enabled && mode != ClientCache::Bypass => read,
+        read => return bypass(proxy, route, &parts, body, read, hard_deadline).await,
     };
 
     let generations = proxy.scopes.current(&read.key.scope);

@@ -190,3 +190,16 @@ async fn pass_through_routes_get_honest_errors() {
     let reply = get(&proxy.url("/health")).await;
     assert_eq!(reply.status, 504);
 }
+
+#[tokio::test]
+async fn with_the_cache_off_reads_still_fall_back() {
+    let proxy = Proxy::start(&dead_upstream().await, |s| s.cache.enabled = false).await;
+    let reply = post(
+        &proxy.url(RELATED),
+        &related_body("u", Some("a"), "still there?"),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["query"], "still there?");
+    assert_eq!(reply.cache_status(), "memu-proxy; fwd=miss; detail=connect");
+}

@@ -1,0 +1,57 @@
+"""A threaded HTTP server on 127.0.0.1 that really stops: its keep-alive connections close too.
+
+``ThreadingHTTPServer.shutdown()`` only stops accepting: a client holding a keep-alive connection
+(the proxy's pool, the openai client's pool) would go on being served, and ``server_close()``
+would wait for those connections. Stopping this one drops them, as a killed server would.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", port), handler)
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def start(self) -> None:
+        """Serves in a daemon thread."""
+        self._thread = threading.Thread(target=self.serve_forever, name=f"loopback-{self.port}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops accepting, closes the listening socket and every open connection."""
+        self.shutdown()
+        self.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
