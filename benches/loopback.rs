@@ -1,22 +1,24 @@
 //! Loopback benchmark: memu-proxy against the loopback floor and against nginx as a caching proxy.
 //!
-//! Everything runs on 127.0.0.1 in one process run, side by side:
-//! - an in-process static memU upstream (hyper, own thread) answering
+//! Everything runs on 127.0.0.1 in one run, side by side:
+//! - a static memU upstream (in-process hyper server on its own thread) answering
 //!   `POST /api/v1/memory/retrieve/related-memory-items` with a fixed ~400-byte JSON body;
 //! - `direct`: the load generator talks to that upstream (the loopback floor);
-//! - `proxy`: memu-proxy started in-process from the library on its own multi-thread runtime;
-//! - `nginx`: `/usr/sbin/nginx` (Debian `nginx-light`, see `scripts/install-bench-deps.sh`) as a
-//!   caching proxy for the same POSTs, configured in a temp dir that is removed afterwards.
+//! - `proxy`: memu-proxy, started in-process from the library on its own multi-thread runtime;
+//! - `nginx`: `/usr/sbin/nginx` (Debian `nginx-light`, `scripts/install-bench-deps.sh`) caching
+//!   the same POSTs, configured in a temp dir that is removed afterwards. Skipped if missing.
 //!
-//! For each target: one-connection hit latency (p50/p99), one-connection miss latency (every
-//! query distinct), and hit throughput over 32 keep-alive connections. Results are printed as a
-//! table with ratios and written as markdown to `target/bench-loopback.md`. Every response must be
-//! a 200, and the hit phases must really hit (`cache-status: memu-proxy; hit` on the proxy,
-//! `x-cache-status: HIT` on nginx); a run with errors says so and exits non-zero.
+//! Per target: one-connection hit latency (p50/p99), one-connection miss latency (every query
+//! distinct), and hit throughput over 32 keep-alive connections. The latency phases run in
+//! interleaved rounds (the first one is warmup) and the throughput runs alternate, so every target
+//! sees the same machine state. Every response must be a 200 and the hit phases must really hit
+//! (`cache-status: memu-proxy; hit`, nginx's `x-cache-status: HIT`); otherwise the run says so
+//! and exits non-zero. The table and ratios are printed and written to `target/bench-loopback.md`.
 //!
-//! Run: `cargo bench --bench loopback` (nginx is skipped, with a message, when not installed).
+//! Run: `cargo bench --bench loopback`. On a small VM the one-connection latencies are dominated
+//! by cross-CPU wake-ups (tens of µs each, depending on where the scheduler puts each thread);
+//! `taskset -c 0 cargo bench --bench loopback` runs everything on one CPU and shows CPU cost alone.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,32 +33,32 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use memu_proxy::config::Settings;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 const PATH: &str = "/api/v1/memory/retrieve/related-memory-items";
 const NGINX: &str = "/usr/sbin/nginx";
-const HIT_WARMUP: usize = 1_000;
+const HOT_QUERY: &str = "What pets do I like?";
+/// One-connection latency: measured requests, split into `ROUNDS` rounds after one warmup round.
 const HIT_N: usize = 20_000;
-const MISS_WARMUP: usize = 200;
 const MISS_N: usize = 5_000;
+const ROUNDS: usize = 20;
+/// Throughput: `CONNECTIONS` connections, `RPS_PASSES` runs of `RPS_WARMUP` + `RPS_RUN` each.
 const CONNECTIONS: usize = 32;
-const RPS_WARMUP: Duration = Duration::from_millis(500);
-const RPS_RUN: Duration = Duration::from_secs(3);
+const RPS_PASSES: u32 = 2;
+const RPS_WARMUP: Duration = Duration::from_millis(250);
+const RPS_RUN: Duration = Duration::from_millis(1_500);
 const UPSTREAM_BODY: &str = r#"{"related_memories":[{"memory":{"memory_id":"m1","category":"activity","content":"Alice loves her black cat named Mochi.","happened_at":"2026-11-24T00:00:00","created_at":null,"updated_at":null},"similarity_score":0.63}],"query":"What pets do I like?","total_found":1,"search_params":{"query":"What pets do I like?","top_k":3,"min_similarity":0.3,"include_categories":null}}"#;
 
+/// The SDK's retrieval body.
 fn request_body(query: &str) -> Bytes {
     Bytes::from(format!(
         r#"{{"user_id": "u1", "agent_id": "a1", "query": "{query}", "top_k": 3, "min_similarity": 0.3, "include_categories": null}}"#
     ))
 }
 
-/// A server running on its own thread and tokio runtime; stopped and joined on drop.
-struct Background {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
+/// A server on its own thread and tokio runtime; dropping it stops it and waits for the thread.
+struct Background(Option<oneshot::Sender<()>>, Option<JoinHandle<()>>);
 
 impl Background {
     fn start<S, F>(name: &str, multi_thread: bool, serve: S) -> (Self, SocketAddr)
@@ -74,16 +76,15 @@ impl Background {
             let runtime = builder.enable_all().build().expect("runtime");
             runtime.block_on(serve(addr_tx, stopped));
         });
-        let addr = addr_rx.recv().unwrap_or_else(|_| panic!("{name} failed to start"));
-        let thread = Some(thread.expect("spawn thread"));
-        (Self { stop: Some(stop), thread }, addr)
+        let addr = addr_rx.recv().expect("server failed to start");
+        (Self(Some(stop), Some(thread.expect("thread"))), addr)
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        drop(self.stop.take().map(|stop| stop.send(())));
-        if let Some(thread) = self.thread.take() {
+        drop(self.0.take()); // a dropped sender completes the receiver: the server stops
+        if let Some(thread) = self.1.take() {
             let _ = thread.join();
         }
     }
@@ -91,8 +92,8 @@ impl Drop for Background {
 
 /// The static upstream: a fixed memU answer for the retrieval route, 404 otherwise.
 async fn serve_upstream(addr_tx: mpsc::Sender<SocketAddr>, mut stop: oneshot::Receiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
-    addr_tx.send(listener.local_addr().expect("addr")).expect("report addr");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    addr_tx.send(listener.local_addr().expect("addr")).ok();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     loop {
@@ -100,44 +101,48 @@ async fn serve_upstream(addr_tx: mpsc::Sender<SocketAddr>, mut stop: oneshot::Re
             Ok((stream, _)) = listener.accept() => {
                 let _ = stream.set_nodelay(true);
                 let service = hyper::service::service_fn(upstream_answer);
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                tokio::spawn(connection);
+                tokio::spawn(builder.serve_connection(TokioIo::new(stream), service).into_owned());
             }
             _ = &mut stop => break,
         }
     }
 }
 
-async fn upstream_answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn upstream_answer(request: Request<Incoming>) -> hyper::Result<Response<Full<Bytes>>> {
     let known = request.method() == Method::POST && request.uri().path() == PATH;
     request.into_body().collect().await?;
     let (status, body) = match known {
         true => (StatusCode::OK, UPSTREAM_BODY),
         false => (StatusCode::NOT_FOUND, r#"{"detail":"Not Found"}"#),
     };
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    let json = header::HeaderValue::from_static("application/json");
-    response.headers_mut().insert(header::CONTENT_TYPE, json);
-    Ok(response)
+    let response = Response::builder().status(status);
+    let response = response.header(header::CONTENT_TYPE, "application/json");
+    Ok(response
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("response"))
 }
 
-/// memu-proxy from the library, default settings pointed at the upstream.
-async fn serve_proxy(upstream: SocketAddr, addr_tx: mpsc::Sender<SocketAddr>, stop: oneshot::Receiver<()>) {
-    let mut settings = Settings::default();
+/// memu-proxy from the library: default settings, pointed at the upstream.
+async fn serve_proxy(
+    upstream: SocketAddr,
+    tx: mpsc::Sender<SocketAddr>,
+    stop: oneshot::Receiver<()>,
+) {
+    let mut settings = memu_proxy::config::Settings::default();
     settings.server.listen = "127.0.0.1:0".into();
     settings.server.shutdown_grace_ms = 1_000;
     settings.upstream.url = format!("http://{upstream}");
     let config = settings.validate().expect("valid proxy config");
-    let listeners = memu_proxy::Listeners::bind(&config).await.expect("bind proxy");
-    addr_tx.send(listeners.local_addr().expect("addr")).expect("report addr");
+    let listeners = memu_proxy::Listeners::bind(&config).await.expect("bind");
+    tx.send(listeners.local_addr().expect("addr")).ok();
     let shutdown = async {
         let _ = stop.await;
     };
-    tokio::spawn(memu_proxy::run(config, listeners, shutdown)).await.expect("proxy task");
+    let proxy = tokio::spawn(memu_proxy::run(config, listeners, shutdown));
+    proxy.await.expect("proxy task");
 }
 
-/// An nginx child process with its own config and temp dir; stopped and cleaned up on drop.
+/// An nginx child with its own config and temp dir; stopped and cleaned up on drop (and panic).
 struct Nginx {
     child: Child,
     dir: PathBuf,
@@ -146,28 +151,25 @@ struct Nginx {
 
 impl Nginx {
     fn start(upstream: SocketAddr) -> Result<(Self, SocketAddr), String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let free = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+        let addr = free.map_err(|e| format!("no free port: {e}"))?;
         let dir = std::env::temp_dir().join(format!("memu-bench-nginx-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        // Workers may run as `nobody` when we are root: let them reach the cache dir.
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Workers run as `nobody` when we are root: let them reach the cache dir.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
-        let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, nginx_conf(&dir.display().to_string(), addr, upstream)).map_err(|e| e.to_string())?;
-        let args = [("-c", &conf), ("-p", &dir), ("-e", &dir.join("error.log"))]
-            .iter()
-            .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
-            .collect::<Vec<_>>();
-        let child = Command::new(NGINX)
-            .args(&args)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {NGINX}: {e}"))?;
+        let (conf, log) = (dir.join("nginx.conf"), dir.join("error.log"));
+        let files = [("-c", &conf), ("-p", &dir), ("-e", &log)];
+        let args = files
+            .map(|(flag, path)| [flag.into(), path.display().to_string()])
+            .concat();
+        let text = nginx_conf(&dir.display().to_string(), addr, upstream);
+        let spawn =
+            std::fs::write(&conf, text).and_then(|()| Command::new(NGINX).args(&args).spawn());
+        let child = spawn.map_err(|e| {
+            let _ = std::fs::remove_dir_all(&dir);
+            format!("cannot start {NGINX}: {e}")
+        })?;
         let mut nginx = Nginx { child, dir, args };
         nginx.wait_ready(addr)?;
         Ok((nginx, addr))
@@ -191,7 +193,12 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = Command::new(NGINX).args(&self.args).args(["-s", "stop"]).stderr(Stdio::null()).status();
+        let mut stop = Command::new(NGINX);
+        let _ = stop
+            .args(&self.args)
+            .args(["-s", "stop"])
+            .stderr(Stdio::null())
+            .status();
         let give_up = Instant::now() + Duration::from_secs(3);
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < give_up {
             thread::sleep(Duration::from_millis(10));
@@ -203,6 +210,7 @@ impl Drop for Nginx {
 }
 
 fn nginx_conf(dir: &str, listen: SocketAddr, upstream: SocketAddr) -> String {
+    // keepalive_requests: nginx closes keep-alive connections after 1000 requests by default.
     format!(
         r#"daemon off;
 master_process on;
@@ -217,7 +225,7 @@ http {{
     fastcgi_temp_path {dir}/fastcgi_temp;
     uwsgi_temp_path {dir}/uwsgi_temp;
     scgi_temp_path {dir}/scgi_temp;
-    proxy_cache_path {dir}/cache levels=1:2 keys_zone=memu:10m max_size=256m inactive=10m use_temp_path=off;
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=memu:10m max_size=256m use_temp_path=off;
     upstream memu {{
         server {upstream};
         keepalive 64;
@@ -244,27 +252,35 @@ http {{
     )
 }
 
-/// One target of the load generator, and how it marks a cache hit.
+/// One target of the load generator, and the response header that marks a cache hit.
 struct Target {
     name: &'static str,
     addr: SocketAddr,
     hit_header: Option<(&'static str, &'static str)>,
 }
 
-/// Response accounting: every response must be a 200; hits are counted where detectable.
+/// A 200 answer: was it a cache hit, and the proxy's own `Server-Timing` for it, if any.
+type Answer = (bool, Option<Duration>);
+
+/// Outcomes of one phase: latencies, 200s, cache hits, and errors (the first one kept).
 #[derive(Default)]
 struct Tally {
+    latencies: Vec<Duration>,
+    server_times: Vec<Duration>,
     ok: u64,
     hits: u64,
     errors: u64,
-    samples: Vec<String>,
+    first_error: Option<String>,
 }
 
 impl Tally {
-    fn error(&mut self, what: String) {
-        self.errors += 1;
-        if self.samples.len() < 5 {
-            self.samples.push(what);
+    fn record(&mut self, outcome: Result<Answer, String>) {
+        match outcome {
+            Ok((hit, server_time)) => {
+                (self.ok, self.hits) = (self.ok + 1, self.hits + u64::from(hit));
+                self.server_times.extend(server_time);
+            }
+            Err(error) => (self.errors, self.first_error) = (self.errors + 1, Some(error)),
         }
     }
 
@@ -272,11 +288,17 @@ impl Tally {
         self.ok += other.ok;
         self.hits += other.hits;
         self.errors += other.errors;
-        self.samples.extend(other.samples.into_iter().take(5 - self.samples.len().min(5)));
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+
+    /// Forgets a warmup's successes; its errors still count.
+    fn forget_warmup(&mut self) {
+        (self.latencies, self.server_times) = (Vec::new(), Vec::new());
+        (self.ok, self.hits) = (0, 0);
     }
 }
 
-/// A keep-alive HTTP/1.1 client connection that reconnects after a transport error.
+/// A keep-alive HTTP/1.1 connection (TCP_NODELAY) that reconnects after a transport error.
 struct Client {
     target: &'static Target,
     sender: SendRequest<Full<Bytes>>,
@@ -286,90 +308,195 @@ impl Client {
     async fn connect(target: &'static Target) -> Self {
         let stream = TcpStream::connect(target.addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream));
+        let (sender, connection) = handshake.await.expect("handshake");
         tokio::spawn(connection);
-        Self { target, sender }
+        Client { target, sender }
     }
 
-    /// Sends one retrieval and checks the answer.
-    async fn send(&mut self, body: Bytes, tally: &mut Tally) {
+    /// Sends one retrieval: an [`Answer`] for a 200, else what went wrong.
+    async fn send(&mut self, body: Bytes) -> Result<Answer, String> {
         let request = Request::post(PATH)
             .header(header::HOST, self.target.addr.to_string())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::AUTHORIZATION, "Bearer bench-key")
             .body(Full::new(body))
             .expect("request");
-        let result = async {
+        let exchange = async {
             self.sender.ready().await?;
-            let response = self.sender.send_request(request).await?;
-            let (parts, body) = response.into_parts();
-            body.collect().await?;
-            Ok::<_, hyper::Error>(parts)
+            let (parts, body) = self.sender.send_request(request).await?.into_parts();
+            body.collect().await.map(|_| parts)
         };
-        match result.await {
-            Ok(parts) if parts.status == StatusCode::OK => {
-                tally.ok += 1;
-                let hit = self.target.hit_header.is_some_and(|(name, value)| parts.headers.get(name).is_some_and(|v| v == value));
-                tally.hits += u64::from(hit);
-            }
-            Ok(parts) => tally.error(format!("{}: status {}", self.target.name, parts.status)),
+        let name = self.target.name;
+        let parts = match exchange.await {
+            Ok(parts) if parts.status == StatusCode::OK => parts,
+            Ok(parts) => return Err(format!("{name}: status {}", parts.status)),
             Err(error) => {
-                tally.error(format!("{}: {error}", self.target.name));
-                *self = Self::connect(self.target).await;
+                *self = Client::connect(self.target).await;
+                return Err(format!("{name}: {error}"));
+            }
+        };
+        let is_hit = |(header, value)| parts.headers.get(header).is_some_and(|v| v == value);
+        Ok((
+            self.target.hit_header.is_some_and(is_hit),
+            proxy_time(&parts.headers),
+        ))
+    }
+
+    /// One timed request into `tally`.
+    async fn timed(&mut self, body: Bytes, tally: &mut Tally) {
+        let started = Instant::now();
+        let outcome = self.send(body).await;
+        tally.latencies.push(started.elapsed());
+        tally.record(outcome);
+    }
+}
+
+/// The time spent inside the proxy's service, from its `Server-Timing: proxy;dur=<ms>` entry
+/// (excludes HTTP/1 parsing, encoding and socket I/O).
+fn proxy_time(headers: &http::HeaderMap) -> Option<Duration> {
+    let values = headers
+        .get_all("server-timing")
+        .into_iter()
+        .filter_map(|v| v.to_str().ok());
+    let mut entries = values.flat_map(|v| v.split(',')).map(str::trim);
+    let ms = entries
+        .find_map(|e| e.strip_prefix("proxy;dur="))?
+        .parse::<f64>()
+        .ok()?;
+    Some(Duration::from_secs_f64(ms / 1e3))
+}
+
+/// Phase names, and whether every response of the phase must be a cache hit (else none).
+const PHASES: [(&str, bool); 3] = [("hit", true), ("miss", false), ("rps", true)];
+
+/// One target's one-connection lanes for hits and misses, and the tallies of the `PHASES`.
+struct Lane {
+    target: &'static Target,
+    hits: Client,
+    misses: Client,
+    tallies: [Tally; 3],
+}
+
+impl Lane {
+    async fn open(target: &'static Target) -> Self {
+        let (hits, misses) = (Client::connect(target).await, Client::connect(target).await);
+        let tallies = Default::default();
+        Lane {
+            target,
+            hits,
+            misses,
+            tallies,
+        }
+    }
+
+    /// One round: `HIT_N / ROUNDS` cached requests, then `MISS_N / ROUNDS` never-seen queries.
+    async fn round(&mut self, round: usize) {
+        for _ in 0..HIT_N / ROUNDS {
+            let tally = &mut self.tallies[0];
+            self.hits.timed(request_body(HOT_QUERY), tally).await;
+        }
+        let per_round = MISS_N / ROUNDS;
+        for i in round * per_round..(round + 1) * per_round {
+            let tally = &mut self.tallies[1];
+            self.misses
+                .timed(request_body(&format!("q-{i}")), tally)
+                .await;
+        }
+    }
+
+    /// Prints the hit checks and errors; returns the table row and the number of problems.
+    fn finish(mut self) -> (Row, u64) {
+        let (name, mut problems) = (self.target.name, 0);
+        for ((phase, all_hit), tally) in PHASES.iter().zip(&self.tallies) {
+            problems += tally.errors;
+            if let Some(error) = &tally.first_error {
+                let (errors, ok) = (tally.errors, tally.ok);
+                println!("!!! {name} {phase}: {errors} ERRORS ({ok} ok), e.g. {error}");
+            }
+            if self.target.hit_header.is_some() {
+                let right = tally.hits == if *all_hit { tally.ok } else { 0 };
+                let verdict = if right { "ok" } else { "MISMATCH" };
+                let (hits, ok) = (tally.hits, tally.ok);
+                println!("  {name} {phase}: {hits}/{ok} responses were cache hits ({verdict})");
+                problems += u64::from(!right);
             }
         }
+        let rps = self.tallies[2].ok as f64 / (RPS_RUN * RPS_PASSES).as_secs_f64();
+        let hit = percentiles(&mut self.tallies[0].latencies);
+        let miss = percentiles(&mut self.tallies[1].latencies);
+        let inside = &mut self.tallies[0].server_times;
+        let inside = (!inside.is_empty()).then(|| percentiles(inside).0);
+        (
+            Row {
+                name,
+                hit,
+                miss,
+                rps,
+                inside,
+            },
+            problems,
+        )
     }
 }
 
-/// Sequential requests on one connection; latencies of those after `warmup`.
-async fn sequential(target: &'static Target, bodies: impl Iterator<Item = Bytes>, warmup: usize) -> (Vec<Duration>, Tally) {
-    let mut client = Client::connect(target).await;
-    let (mut latencies, mut tally, mut ignored) = (Vec::new(), Tally::default(), Tally::default());
-    for (i, body) in bodies.enumerate() {
-        let started = Instant::now();
-        client.send(body, if i < warmup { &mut ignored } else { &mut tally }).await;
-        if i >= warmup {
-            latencies.push(started.elapsed());
-        }
-    }
-    tally.merge(Tally { hits: 0, ok: 0, ..ignored }); // warmup errors still count
-    (latencies, tally)
-}
-
-/// Cached-body throughput over `CONNECTIONS` keep-alive connections.
-async fn throughput(target: &'static Target, body: Bytes) -> (f64, Tally) {
+/// Hot-body throughput over `CONNECTIONS` keep-alive connections: 200s completed in the window.
+async fn throughput(target: &'static Target) -> Tally {
     let measure_from = Instant::now() + RPS_WARMUP;
     let end = measure_from + RPS_RUN;
+    let connection = move || async move {
+        let (mut client, mut tally) = (Client::connect(target).await, Tally::default());
+        while Instant::now() < end {
+            let outcome = client.send(request_body(HOT_QUERY)).await;
+            if Instant::now() >= measure_from || outcome.is_err() {
+                tally.record(outcome);
+            }
+        }
+        tally
+    };
     let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut client = Client::connect(target).await;
-                let (mut counted, mut tally, mut ignored) = (0u64, Tally::default(), Tally::default());
-                while Instant::now() < end {
-                    let in_window = Instant::now() >= measure_from;
-                    client.send(body.clone(), if in_window { &mut tally } else { &mut ignored }).await;
-                    counted += u64::from(in_window && Instant::now() < end);
-                }
-                tally.merge(Tally { hits: 0, ok: 0, ..ignored });
-                (counted, tally)
-            })
-        })
+        .map(|_| tokio::spawn(connection()))
         .collect();
-    let mut total = (0, Tally::default());
+    let mut total = Tally::default();
     for task in tasks {
-        let (counted, tally) = task.await.expect("load task");
-        total.0 += counted;
-        total.1.merge(tally);
+        total.merge(task.await.expect("load task"));
     }
-    (total.0 as f64 / RPS_RUN.as_secs_f64(), total.1)
+    total
+}
+
+/// Every phase on every target, interleaved so all targets see the same machine state (on a
+/// small VM, idle-CPU wake-up latency drifts by tens of µs during a run).
+async fn measure_all(targets: &'static [Target]) -> Vec<(Row, u64)> {
+    let mut lanes = Vec::new();
+    for target in targets {
+        lanes.push(Lane::open(target).await);
+    }
+    let count = lanes.len();
+    for round in 0..=ROUNDS {
+        for i in 0..count {
+            lanes[(round + i) % count].round(round).await;
+        }
+        if round == 0 {
+            lanes
+                .iter_mut()
+                .flat_map(|l| &mut l.tallies)
+                .for_each(Tally::forget_warmup);
+        }
+    }
+    for pass in 0..RPS_PASSES as usize {
+        for i in 0..count {
+            let lane = &mut lanes[if pass % 2 == 0 { i } else { count - 1 - i }];
+            lane.tallies[2].merge(throughput(lane.target).await);
+        }
+    }
+    lanes.into_iter().map(Lane::finish).collect()
 }
 
 /// p50 and p99 in microseconds.
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
     samples.sort_unstable();
-    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e6;
-    (at(0.50), at(0.99))
+    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    (at(0.50).as_secs_f64() * 1e6, at(0.99).as_secs_f64() * 1e6)
 }
 
 struct Row {
@@ -377,107 +504,108 @@ struct Row {
     hit: (f64, f64),
     miss: (f64, f64),
     rps: f64,
+    /// p50 of the proxy's own `Server-Timing` on hits, µs.
+    inside: Option<f64>,
 }
 
-/// All three phases against one target; prints hit verification and errors as it goes.
-async fn measure(target: &'static Target) -> (Row, u64) {
-    let hot = request_body("What pets do I like?");
-    let (hit, hit_tally) = sequential(target, std::iter::repeat_n(hot.clone(), 1 + HIT_WARMUP + HIT_N), 1 + HIT_WARMUP).await;
-    let misses = (0..MISS_WARMUP + MISS_N).map(|i| request_body(&format!("q-{i}")));
-    let (miss, miss_tally) = sequential(target, misses, MISS_WARMUP).await;
-    let (rps, rps_tally) = throughput(target, hot).await;
-    let mut errors = 0;
-    for (phase, tally, want_hits) in [("hit", hit_tally, true), ("miss", miss_tally, false), ("rps", rps_tally, true)] {
-        errors += tally.errors;
-        if tally.errors > 0 {
-            println!("!!! {} {phase}: {} ERRORS (of {} ok): {:?}", target.name, tally.errors, tally.ok, tally.samples);
-        }
-        if target.hit_header.is_some() {
-            let expected = if want_hits { tally.ok } else { 0 };
-            let verdict = if tally.hits == expected { "ok" } else { "MISMATCH" };
-            println!("  {} {phase}: {}/{} responses were cache hits ({verdict})", target.name, tally.hits, tally.ok);
-            errors += u64::from(tally.hits != expected);
-        }
-    }
-    let row = Row { name: target.name, hit: percentiles(hit), miss: percentiles(miss), rps };
-    (row, errors)
-}
+const TABLE_HEAD: &str = "\
+| target | hit p50 µs | hit p99 µs | miss p50 µs | miss p99 µs | hit rps (32 conn) |
+|--------|-----------:|-----------:|------------:|------------:|------------------:|
+";
 
-fn render(rows: &[Row], nginx_note: Option<&str>, markdown: bool) -> String {
-    let mut out = String::new();
-    let cells = |c: [&str; 6]| match markdown {
-        true => format!("| {} |\n", c.join(" | ")),
-        false => format!("{:<7} {:>11} {:>11} {:>12} {:>12} {:>18}\n", c[0], c[1], c[2], c[3], c[4], c[5]),
+/// The results as an aligned markdown table (printed and written as-is), then the ratios.
+fn render(rows: &[Row], nginx_note: Option<&str>) -> String {
+    let line = |[a, b, c, d, e, f]: [&str; 6]| {
+        format!("| {a:<6} | {b:>10} | {c:>10} | {d:>11} | {e:>11} | {f:>17} |\n")
     };
-    out += &cells(["target", "hit p50 µs", "hit p99 µs", "miss p50 µs", "miss p99 µs", "hit rps (32 conn)"]);
-    if markdown {
-        out += "|---|--:|--:|--:|--:|--:|\n";
-    }
+    let mut out = String::from(TABLE_HEAD);
     for r in rows {
-        let f = |v: f64| format!("{v:.1}");
-        out += &cells([r.name, &f(r.hit.0), &f(r.hit.1), &f(r.miss.0), &f(r.miss.1), &format!("{:.0}", r.rps)]);
+        let [a, b, c, d] = [r.hit.0, r.hit.1, r.miss.0, r.miss.1].map(|v| format!("{v:.1}"));
+        out += &line([r.name, &a, &b, &c, &d, &format!("{:.0}", r.rps)]);
     }
     if let Some(note) = nginx_note {
-        out += &cells(["nginx", "skipped", "-", "-", "-", note]);
+        out += &line(["nginx", "skipped", "-", "-", "-", note]);
     }
     let find = |name| rows.iter().find(|r| r.name == name);
-    let (direct, proxy) = (find("direct").expect("direct"), find("proxy").expect("proxy"));
-    let vs_nginx = find("nginx").map_or("n/a (nginx skipped)".into(), |n| format!("{:.2}", proxy.rps / n.rps));
-    let _ = write!(
-        out,
-        "{}ratios: proxy hit rps / nginx hit rps = {vs_nginx} ; proxy hit p50 - direct p50 = {:.1} µs ; proxy/direct p50 = {:.2}\n",
-        if markdown { "\n" } else { "" },
-        proxy.hit.0 - direct.hit.0,
-        proxy.hit.0 / direct.hit.0,
+    let (direct, proxy) = (
+        find("direct").expect("direct"),
+        find("proxy").expect("proxy"),
     );
-    out
+    let vs_nginx = find("nginx").map_or("n/a (nginx skipped)".into(), |n| {
+        format!("{:.2}", proxy.rps / n.rps)
+    });
+    let (diff, ratio) = (proxy.hit.0 - direct.hit.0, proxy.hit.0 / direct.hit.0);
+    let inside = proxy
+        .inside
+        .map_or("n/a".into(), |us| format!("{us:.1} µs"));
+    out + &format!(
+        "\nratios: proxy hit rps / nginx hit rps = {vs_nginx} ; \
+         proxy hit p50 - direct p50 = {diff:.1} µs ; proxy/direct p50 = {ratio:.2}\n\
+         proxy hit p50 inside its service (Server-Timing proxy;dur) = {inside}\n"
+    )
+}
+
+/// Starts nginx if installed; `Err` carries the table note (and says why on stdout).
+fn start_nginx(upstream: SocketAddr) -> Result<(Nginx, SocketAddr), &'static str> {
+    if !std::path::Path::new(NGINX).exists() {
+        println!("nginx skipped: {NGINX} not found; install it with scripts/install-bench-deps.sh");
+        return Err("not installed");
+    }
+    Nginx::start(upstream).map_err(|e| {
+        println!("!!! nginx FAILED TO START, skipped: {e}");
+        "failed to start"
+    })
 }
 
 /// Runs everything; returns false when any request failed or a hit phase did not hit.
 fn run() -> bool {
     let (_upstream, upstream) = Background::start("upstream", false, serve_upstream);
-    let (_proxy, proxy) = Background::start("memu-proxy", true, move |tx, stop| serve_proxy(upstream, tx, stop));
-    let nginx = match std::path::Path::new(NGINX).exists() {
-        true => Some(Nginx::start(upstream).unwrap_or_else(|e| panic!("{e}"))),
-        false => {
-            println!("nginx skipped: {NGINX} not found; install it with scripts/install-bench-deps.sh");
-            None
-        }
+    let serve = move |tx, stop| serve_proxy(upstream, tx, stop);
+    let (_proxy, proxy) = Background::start("memu-proxy", true, serve);
+    let nginx = start_nginx(upstream);
+    let target = |name, addr, hit_header| Target {
+        name,
+        addr,
+        hit_header,
     };
     let mut targets = vec![
-        Target { name: "direct", addr: upstream, hit_header: None },
-        Target { name: "proxy", addr: proxy, hit_header: Some(("cache-status", "memu-proxy; hit")) },
+        target("direct", upstream, None),
+        target("proxy", proxy, Some(("cache-status", "memu-proxy; hit"))),
     ];
-    if let Some((_, addr)) = &nginx {
-        targets.push(Target { name: "nginx", addr: *addr, hit_header: Some(("x-cache-status", "HIT")) });
+    if let Ok((_, addr)) = &nginx {
+        targets.push(target("nginx", *addr, Some(("x-cache-status", "HIT"))));
     }
     let targets: &'static [Target] = targets.leak();
-    let client = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let (mut rows, mut errors) = (Vec::new(), 0);
-    for target in targets {
-        println!("measuring {} at {} ...", target.name, target.addr);
-        let (row, target_errors) = client.block_on(measure(target));
-        rows.push(row);
-        errors += target_errors;
-    }
-    let nginx_note = nginx.is_none().then_some("not installed");
-    let table = render(&rows, nginx_note, false);
+    println!("measuring direct, proxy and nginx, interleaved (about 30 s) ...");
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let results = client.expect("runtime").block_on(measure_all(targets));
+    let (rows, problems): (Vec<Row>, Vec<u64>) = results.into_iter().unzip();
+    let nginx_note = nginx.as_ref().err().copied();
+    let errors = problems.iter().sum::<u64>() + u64::from(nginx_note == Some("failed to start"));
+    let table = render(&rows, nginx_note);
     println!("\n{table}");
-    let markdown = format!("# memu-proxy loopback bench\n\n{}", render(&rows, nginx_note, true));
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-loopback.md");
-    let _ = std::fs::create_dir_all(path.parent().expect("parent"));
-    match std::fs::write(&path, markdown) {
+    let markdown = format!("# memu-proxy loopback bench\n\n{table}");
+    let written = std::fs::create_dir_all(path.parent().expect("parent"));
+    match written.and_then(|()| std::fs::write(&path, markdown)) {
         Ok(()) => println!("wrote {}", path.display()),
         Err(e) => println!("cannot write {}: {e}", path.display()),
     }
     if errors > 0 {
-        println!("\n!!!!!! BENCH HAD {errors} ERRORS / FAILED HIT CHECKS: THE NUMBERS ABOVE ARE NOT TRUSTWORTHY !!!!!!");
+        println!("\n!!!!!! {errors} ERRORS / FAILED HIT CHECKS: DO NOT TRUST THESE NUMBERS !!!!!!");
     }
     errors == 0
 }
 
 fn main() {
-    // Guards (nginx, proxy, upstream) are dropped inside `run`, before the exit code is set.
+    // `cargo test --all-targets` runs bench binaries without `--bench`: don't benchmark there.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("loopback bench: skipped (run it with `cargo bench --bench loopback`)");
+        return;
+    }
+    // The guards (nginx, proxy, upstream) are dropped inside `run`, before the exit code is set.
     if !run() {
         std::process::exit(1);
     }
