@@ -4,7 +4,7 @@
 //! - a static memU upstream (in-process hyper server on its own thread) answering
 //!   `POST /api/v1/memory/retrieve/related-memory-items` with a fixed ~400-byte JSON body;
 //! - `direct`: the load generator talks to that upstream (the loopback floor);
-//! - `proxy`: memu-proxy, started in-process from the library on its own multi-thread runtime;
+//! - `proxy`: memu-proxy, started in-process from the library on its own runtime, built as the binary builds it (`server.worker_threads`);
 //! - `nginx`: `/usr/sbin/nginx` (Debian `nginx-light`, `scripts/install-bench-deps.sh`) caching
 //!   the same POSTs, configured in a temp dir that is removed afterwards. Skipped if missing.
 //!
@@ -61,7 +61,11 @@ fn request_body(query: &str) -> Bytes {
 struct Background(Option<oneshot::Sender<()>>, Option<JoinHandle<()>>);
 
 impl Background {
-    fn start<S, F>(name: &str, multi_thread: bool, serve: S) -> (Self, SocketAddr)
+    fn start<S, F>(
+        name: &str,
+        runtime: fn() -> tokio::runtime::Runtime,
+        serve: S,
+    ) -> (Self, SocketAddr)
     where
         S: FnOnce(mpsc::Sender<SocketAddr>, oneshot::Receiver<()>) -> F + Send + 'static,
         F: Future<Output = ()>,
@@ -69,12 +73,7 @@ impl Background {
         let (stop, stopped) = oneshot::channel();
         let (addr_tx, addr_rx) = mpsc::channel();
         let thread = thread::Builder::new().name(name.into()).spawn(move || {
-            let mut builder = match multi_thread {
-                true => tokio::runtime::Builder::new_multi_thread(),
-                false => tokio::runtime::Builder::new_current_thread(),
-            };
-            let runtime = builder.enable_all().build().expect("runtime");
-            runtime.block_on(serve(addr_tx, stopped));
+            runtime().block_on(serve(addr_tx, stopped));
         });
         let addr = addr_rx.recv().expect("server failed to start");
         (Self(Some(stop), Some(thread.expect("thread"))), addr)
@@ -120,6 +119,21 @@ async fn upstream_answer(request: Request<Incoming>) -> hyper::Result<Response<F
     Ok(response
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .expect("response"))
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The runtime the binary builds for the default settings (`server.worker_threads`).
+fn proxy_runtime() -> tokio::runtime::Runtime {
+    let config = memu_proxy::config::Settings::default()
+        .validate()
+        .expect("defaults");
+    memu_proxy::runtime(&config).expect("runtime")
 }
 
 /// memu-proxy from the library: default settings, pointed at the upstream.
@@ -559,9 +573,9 @@ fn start_nginx(upstream: SocketAddr) -> Result<(Nginx, SocketAddr), &'static str
 
 /// Runs everything; returns false when any request failed or a hit phase did not hit.
 fn run() -> bool {
-    let (_upstream, upstream) = Background::start("upstream", false, serve_upstream);
+    let (_upstream, upstream) = Background::start("upstream", current_thread, serve_upstream);
     let serve = move |tx, stop| serve_proxy(upstream, tx, stop);
-    let (_proxy, proxy) = Background::start("memu-proxy", true, serve);
+    let (_proxy, proxy) = Background::start("memu-proxy", proxy_runtime, serve);
     let nginx = start_nginx(upstream);
     let target = |name, addr, hit_header| Target {
         name,

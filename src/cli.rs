@@ -34,6 +34,9 @@ pub struct Cli {
     /// Largest accepted request body in bytes (server.max_body_bytes).
     #[arg(long, value_name = "N")]
     pub max_body_bytes: Option<u64>,
+    /// Runtime threads, 0 = one per core (server.worker_threads).
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// Latency budget for retrievals in milliseconds, 0 = off (latency.budget_ms).
     #[arg(long, value_name = "N")]
     pub budget_ms: Option<u64>,
@@ -79,6 +82,9 @@ impl Cli {
         }
         if let Some(v) = self.max_body_bytes {
             s.server.max_body_bytes = v;
+        }
+        if let Some(v) = self.worker_threads {
+            s.server.worker_threads = v;
         }
         if let Some(v) = self.budget_ms {
             s.latency.budget_ms = v;

@@ -88,6 +88,9 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// Runtime threads: 1 (a sidecar's default: no cross-thread wake-ups), N, or 0 for one per
+    /// CPU core.
+    pub worker_threads: usize,
 }
 
 /// `[upstream]`: the memU server the proxy forwards to.
@@ -138,6 +141,7 @@ impl Default for ServerSettings {
             admin_listen: None,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            worker_threads: 1,
         }
     }
 }
@@ -176,6 +180,7 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    pub worker_threads: usize,
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
     pub latency: LatencyConfig,
@@ -376,6 +381,7 @@ impl Settings {
                     max_body_bytes: usize::try_from(self.server.max_body_bytes)
                         .unwrap_or(usize::MAX),
                     shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
+                    worker_threads: self.server.worker_threads,
                     upstream: UpstreamConfig {
                         scheme,
                         authority,

@@ -83,6 +83,22 @@ impl Listeners {
     }
 }
 
+/// The tokio runtime for `server.worker_threads`: a current-thread runtime for 1 (the default:
+/// for a sidecar doing little CPU work per request, one thread avoids the cross-thread wake-ups
+/// that dominate loopback latency), else a multi-thread runtime (0 = one worker per core).
+pub fn runtime(config: &Config) -> io::Result<tokio::runtime::Runtime> {
+    let mut builder = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    builder.enable_all().build()
+}
+
 /// Runs the proxy until `shutdown` completes, then drains in-flight requests for at most
 /// `server.shutdown_grace_ms`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
