@@ -28,10 +28,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match memu_proxy::runtime(&config) {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),
     };

@@ -152,10 +152,16 @@ impl Upstream {
         &self,
         request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let ticket = self
+            .circuit
+            .try_pass()
+            .map_err(UpstreamError::CircuitOpen)?;
+        let result = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
-            .map_err(|_| UpstreamError::Timeout(self.timeout))?
-            .map_err(classify)?;
+            .map_err(|_| UpstreamError::Timeout(self.timeout))
+            .and_then(|response| response.map_err(classify));
+        report(ticket, result.as_ref().map(Response::status));
+        let mut response = result?;
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }

@@ -56,7 +56,9 @@ async fn memorize_invalidates_that_agent_and_the_users_agentless_reads_only() {
 }
 
 #[tokio::test]
-async fn a_write_under_another_api_key_does_not_invalidate_this_tenant() {
+async fn a_write_under_another_api_key_or_none_still_invalidates() {
+    // The self-hosted server ignores Authorization: the SDK (with a key) and the community fork
+    // (without one) write and read the same memories.
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     warm(&proxy, "u", Some("a")).await;
@@ -66,7 +68,20 @@ async fn a_write_under_another_api_key_does_not_invalidate_this_tenant() {
         &[("authorization", "Bearer other")],
     )
     .await;
-    assert_eq!(status_of(&proxy, "u", Some("a")).await, "memu-proxy; hit");
+    assert_eq!(
+        status_of(&proxy, "u", Some("a")).await,
+        "memu-proxy; fwd=miss; stored"
+    );
+    post_with(
+        &proxy.url(DELETE),
+        &serde_json::json!({"user_id": "u", "agent_id": "a"}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        status_of(&proxy, "u", Some("a")).await,
+        "memu-proxy; fwd=miss; stored"
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,10 @@
 //! Invalidation by generation: O(1) per write, no scans of the cache.
 //!
-//! Every scope (tenant, user, agent) and every user-wide scope (tenant, user, all agents) has a
-//! generation number. A cached entry records the generations of its scopes as they were when its
+//! Every scope (user, agent) and every user-wide scope (user, all agents) has a generation number.
+//! The tenant (API key) is deliberately *not* part of an invalidation scope, though it is part of
+//! every cache key: the self-hosted memU server ignores `Authorization`, so a write sent with one
+//! key (or none) changes what every other key reads for that user. Across cloud projects sharing a
+//! user id this costs a spurious miss, never a wrong answer. A cached entry records the generations of its scopes as they were when its
 //! upstream fetch *started*; it is a valid hit only while both are unchanged. A write bumps its
 //! scopes, so every read cached before it (or fetched concurrently with it) misses from then on.
 //!
@@ -54,8 +57,8 @@ struct Table {
 
 #[derive(Hash)]
 enum Slot<'a> {
-    Agent(&'a Scope),
-    AllAgents(&'a Option<[u8; 32]>, &'a str),
+    Agent(&'a str, Option<&'a str>),
+    AllAgents(&'a str),
 }
 
 impl Scopes {
@@ -69,10 +72,10 @@ impl Scopes {
     }
 
     fn slots(&self, scope: &Scope) -> (u64, u64) {
-        let own = self.hasher.hash_one(Slot::Agent(scope));
-        let user = self
+        let own = self
             .hasher
-            .hash_one(Slot::AllAgents(&scope.tenant, &scope.user));
+            .hash_one(Slot::Agent(&scope.user, scope.agent.as_deref()));
+        let user = self.hasher.hash_one(Slot::AllAgents(&scope.user));
         (own, user)
     }
 
@@ -92,11 +95,7 @@ impl Scopes {
         let mut table = self.lock();
         match what {
             Invalidate::Agent => {
-                let null_agent = Scope {
-                    agent: None,
-                    ..scope.clone()
-                };
-                let null_slot = self.hasher.hash_one(Slot::Agent(&null_agent));
+                let null_slot = self.hasher.hash_one(Slot::Agent(&scope.user, None));
                 table.bump(own, self.capacity);
                 table.bump(null_slot, self.capacity);
             }
@@ -196,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn tenants_are_separate_scopes() {
+    fn a_write_under_any_api_key_invalidates_every_tenants_reads() {
         let scopes = Scopes::new(100);
         let mine = Scope {
             tenant: Some([1; 32]),
@@ -208,7 +207,7 @@ mod tests {
         };
         let before = scopes.current(&theirs);
         scopes.invalidate(&mine, Invalidate::Agent);
-        assert_eq!(scopes.current(&theirs), before);
+        assert_ne!(scopes.current(&theirs), before);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::hash::{Hash, Hasher};
 
+use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+
 use super::lexicon::{
     apostrophe_less, cjk_numerals_to_digits, en_number, CJK_FILLERS, EN_FILLERS, EN_FUNCTION,
     JA_NEGATIONS, LEADING, TRAILING, ZH_FUNCTION,
@@ -130,6 +132,10 @@ fn tokenize_word(word: &str, out: &mut Vec<(String, Class)>) {
             latin.push(c);
         } else if c.is_alphanumeric() || matches!(c, '\'' | '’' | '.') {
             latin.push(if c == '’' { '\'' } else { c });
+        } else if is_symbol(c) {
+            // + - # $ % and emoji can change the question: each is content.
+            flush_latin(&mut latin, out);
+            out.push((c.to_string(), Class::Content));
         } else {
             flush_latin(&mut latin, out);
         }
@@ -216,6 +222,16 @@ fn collapse_repeats(tokens: &mut Vec<(String, Class)>) {
     }
 }
 
+fn is_symbol(c: char) -> bool {
+    if c.is_ascii() {
+        return matches!(
+            c,
+            '+' | '-' | '#' | '$' | '%' | '&' | '*' | '/' | '=' | '@' | '<' | '>' | '^' | '|'
+        );
+    }
+    c.general_category_group() == GeneralCategoryGroup::Symbol
+}
+
 fn is_hiragana(c: char) -> bool {
     ('\u{3041}'..='\u{309f}').contains(&c)
 }
@@ -300,6 +316,9 @@ mod tests {
                 "what did I eat for lunch yesterday with my sister at home",
             ),
             ("我喜欢猫不喜欢狗", "我喜欢狗不喜欢猫"),
+            ("do I like 🐱", "do I like 🐶"),
+            ("um what about C++", "what about C"),
+            ("is it -5 degrees", "is it 5 degrees"),
         ];
         for (a, b) in different {
             assert!(similarity(a, b) < 0.9, "{a} / {b}: {}", similarity(a, b));
