@@ -16,6 +16,7 @@
 //! | [`routes`] | memU route classes (pure) |
 //! | [`read`] | cacheable retrievals: key → lookup → coalesced fetch → admit → answer/fallback |
 //! | [`write`] | memorize/delete: forward honestly, invalidate |
+//! | [`tasks`] | memorize tasks: invalidate again on `SUCCESS`, polled in the background |
 //! | [`passthrough`] | everything else, streamed; task-status polls watched for `SUCCESS` |
 //! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations, coalescing |
 //! | [`upstream`] | the pooled client, URI rewrite, hop-by-hop headers, deadline |
@@ -45,6 +46,7 @@ pub mod read;
 pub mod routes;
 pub mod server;
 pub mod stack;
+pub mod tasks;
 pub mod upstream;
 pub mod write;
 

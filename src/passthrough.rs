@@ -3,7 +3,8 @@
 //!
 //! The deadline bounds the wait for the response head; a streaming body may then take as long as
 //! it takes. Task-status polls for memorize tasks the proxy forwarded are the one exception: their
-//! small answer is buffered to see `SUCCESS`, which invalidates the task's scope once more.
+//! small answer is buffered to see `SUCCESS`, which invalidates the task's scope once more
+//! (`tasks.rs`).
 
 use std::sync::Arc;
 
@@ -11,13 +12,12 @@ use bytes::Bytes;
 use http::Request;
 use http_body::Body;
 use http_body_util::BodyExt;
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::body::BoxError;
 use crate::error::ProxyError;
 use crate::headers::CacheStatus;
-use crate::metrics::{InvalidationCause, Outcome, RouteClassLabel};
+use crate::metrics::{Outcome, RouteClassLabel};
 use crate::proxy::{add_timing, forwarded, read_body, set_cache_status, Handled, Proxy};
 
 /// Forwards a request, streaming both bodies.
@@ -58,9 +58,9 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let Some((scope, what)) = proxy.tasks.get(task_id) else {
+    if !proxy.tasks.contains_key(task_id) {
         return handle(proxy, request).await;
-    };
+    }
     let (parts, body) = request.into_parts();
     let body = read_body(body, proxy.max_body_bytes).await?;
     let (result, upstream) = proxy
@@ -68,26 +68,7 @@ where
         .await;
     let answer = result?;
     if answer.status.is_success() {
-        match task_state(&answer.body).as_deref() {
-            Some("SUCCESS") => {
-                proxy.invalidate(&scope, what, InvalidationCause::TaskSuccess);
-                proxy.tasks.remove(task_id);
-            }
-            Some("FAILURE") => {
-                proxy.tasks.remove(task_id);
-            }
-            _ => {}
-        }
+        crate::tasks::observe(proxy, task_id, &answer.body);
     }
     Ok(forwarded(&answer, upstream, Outcome::Miss))
-}
-
-fn task_state(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Status {
-        status: String,
-    }
-    serde_json::from_slice::<Status>(body)
-        .ok()
-        .map(|s| s.status)
 }

@@ -41,6 +41,8 @@ pub struct Proxy {
     pub(crate) inflight: Arc<Inflight<InflightKey, Arc<Fetched>>>,
     /// memorize task id → the scope to invalidate again when the task reports `SUCCESS`.
     pub(crate) tasks: BoundedMap<Box<str>, (Scope, Invalidate)>,
+    /// Bounds the background polls of memorize tasks (`tasks.rs`).
+    pub(crate) task_pollers: Arc<tokio::sync::Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) cache_enabled: bool,
     pub(crate) max_body_bytes: usize,
@@ -85,6 +87,7 @@ impl Proxy {
             scopes: Scopes::new(config.cache.max_scopes),
             inflight: Arc::default(),
             tasks: BoundedMap::new(config.cache.max_tracked_tasks),
+            task_pollers: Arc::new(tokio::sync::Semaphore::new(crate::tasks::MAX_POLLERS)),
             metrics,
             cache_enabled: config.cache.enabled,
             max_body_bytes: config.max_body_bytes,

@@ -266,22 +266,30 @@ async fn fetch(
     }
     let fetched = match proxy.repair(judge(result)) {
         Judgement::Answer { answer, cacheable } => {
+            let mut stored = false;
             if cacheable {
                 let (key, generations) = lease.key().clone();
-                if let Some((index, _)) = &proxy.similar {
-                    index.insert(&key);
+                // A fetch that raced a write is stored (it may serve as stale-if-error), unless a
+                // newer fetch already stored the answer valid now.
+                let current = proxy.scopes.current(&key.scope);
+                let admit = generations == current || !proxy.store.holds_current(&key, current);
+                if admit {
+                    stored = true;
+                    if let Some((index, _)) = &proxy.similar {
+                        index.insert(&key);
+                    }
+                    proxy.store.admit(
+                        key,
+                        answer.body.clone(),
+                        answer.headers.clone(),
+                        generations,
+                        Instant::now(),
+                    );
                 }
-                proxy.store.admit(
-                    key,
-                    answer.body.clone(),
-                    answer.headers.clone(),
-                    generations,
-                    Instant::now(),
-                );
             }
             Fetched::Answer {
                 answer,
-                stored: cacheable,
+                stored,
                 upstream,
             }
         }

@@ -57,7 +57,7 @@ where
         proxy.invalidate(&scope, what, InvalidationCause::Write);
         if route == WriteRoute::Memorize {
             if let Some(task_id) = task_id(&answer.body) {
-                proxy.tasks.insert(task_id, (scope, what));
+                crate::tasks::track(proxy, &parts, task_id, scope, what);
             }
         }
     }

@@ -241,3 +241,91 @@ async fn failed_writes_are_reported_and_still_invalidate() {
         "memu-proxy; fwd=miss; stored"
     );
 }
+
+#[tokio::test]
+async fn the_proxy_polls_memorize_tasks_itself_when_clients_do_not() {
+    // Open-LLM-VTuber PR #272 memorizes fire-and-forget and never polls the status.
+    let memu = MemU::start().await;
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let body = related_body("u", Some("a"), "pets");
+    post(
+        &proxy.url(MEMORIZE),
+        &memorize_body("u", "a", "Mochi is my cat"),
+    )
+    .await;
+    assert!(!post(&proxy.url(RELATED), &body)
+        .await
+        .text()
+        .contains("Mochi"));
+    assert_eq!(
+        post(&proxy.url(RELATED), &body).await.cache_status(),
+        "memu-proxy; hit"
+    );
+
+    memu.complete_tasks();
+    wait_until("the proxy's own status poll to see SUCCESS", 5, || async {
+        let metrics = proxy.metrics().await;
+        metric(
+            &metrics,
+            r#"memu_proxy_cache_invalidations_total{cause="task_success"}"#,
+        ) == 1.0
+    })
+    .await;
+    let fresh = post(&proxy.url(RELATED), &body).await;
+    assert_eq!(fresh.cache_status(), "memu-proxy; fwd=miss; stored");
+    assert!(fresh.text().contains("Mochi is my cat"));
+    let polls = memu
+        .seen()
+        .iter()
+        .filter(|s| s.uri.starts_with("/api/v1/memory/memorize/status/"))
+        .count();
+    assert!(polls >= 1, "the proxy polled the task");
+    assert_eq!(
+        memu.seen()
+            .iter()
+            .filter(|s| s.uri.contains("/status/"))
+            .last()
+            .unwrap()
+            .headers["authorization"],
+        "Bearer key-1"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_fetch_from_before_a_write_does_not_replace_the_newer_answer() {
+    let memu = MemU::start().await;
+    memu.seed("u", "a", "old memory");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let body = related_body("u", Some("a"), "pets");
+    memu.set_route_latency("related-memory-items", Duration::from_millis(600));
+    let before_write = tokio::spawn({
+        let (url, body) = (proxy.url(RELATED), body.clone());
+        async move { post(&url, &body).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    post(
+        &proxy.url(DELETE),
+        &json!({"user_id": "u", "agent_id": "a"}),
+    )
+    .await;
+    memu.set_route_latency("related-memory-items", Duration::ZERO);
+    let after_write = post(&proxy.url(RELATED), &body).await;
+    assert_eq!(after_write.cache_status(), "memu-proxy; fwd=miss; stored");
+    assert!(!after_write.text().contains("old memory"));
+    let raced = before_write.await.unwrap();
+    assert!(
+        raced.text().contains("old memory"),
+        "the slow fetch answered from before the delete"
+    );
+    assert_eq!(
+        raced.cache_status(),
+        "memu-proxy; fwd=miss",
+        "and was not stored over the newer answer"
+    );
+    let next = post(&proxy.url(RELATED), &body).await;
+    assert_eq!(next.cache_status(), "memu-proxy; hit");
+    assert!(
+        !next.text().contains("old memory"),
+        "the deleted memory does not come back"
+    );
+}

@@ -150,6 +150,14 @@ impl Store {
         self.cache.insert(key, Arc::new(entry));
     }
 
+    /// True when `key` holds an answer valid for the `current` generations: a slower fetch that
+    /// started before a write must not replace it.
+    pub fn holds_current(&self, key: &CacheKey, current: Generations) -> bool {
+        self.cache
+            .peek(key)
+            .is_some_and(|entry| entry.generations == current)
+    }
+
     pub fn len(&self) -> usize {
         self.cache.len()
     }

@@ -214,11 +214,24 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     *state.hits.lock().unwrap().entry(name).or_default() += 1;
 
+    // The answer reflects memU's state when the request arrived; the latency delays its delivery
+    // (so a slow answer can predate a write that completes meanwhile).
+    let response = answer(&state, name, &parts, &path, &body);
     let route_latency = state.route_latency_ms.lock().unwrap().get(name).copied();
     let latency = route_latency.unwrap_or(state.latency_ms.load(Ordering::SeqCst) as u64);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
+    response
+}
+
+fn answer(
+    state: &Arc<State>,
+    name: &'static str,
+    parts: &http::request::Parts,
+    path: &str,
+    body: &Bytes,
+) -> Response<Body> {
     let failure = state.failure.lock().unwrap().unwrap_or(Failure::None);
     match failure {
         Failure::Status(code) => {
@@ -233,18 +246,12 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         _ => {}
     }
     if name == "chat" {
-        return chat_stream(state);
+        return chat_stream(Arc::clone(state));
     }
     if name == "other" {
-        return other(
-            &parts.method,
-            &path,
-            &parts.headers,
-            parts.uri.query(),
-            &body,
-        );
+        return other(&parts.method, path, &parts.headers, parts.uri.query(), body);
     }
-    let request: Value = match serde_json::from_slice(&body) {
+    let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) if name == "status" => Value::Null,
         Err(_) => {
@@ -255,12 +262,12 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     match name {
-        "related-memory-items" => related(&state, &request),
-        "default-categories" => default_categories(&state, &request),
-        "related-clustered-categories" => clustered(&state, &request),
-        "memorize" => memorize(&state, &request),
-        "delete" => delete(&state, &request),
-        _ => task_status(&state, &path),
+        "related-memory-items" => related(state, &request),
+        "default-categories" => default_categories(state, &request),
+        "related-clustered-categories" => clustered(state, &request),
+        "memorize" => memorize(state, &request),
+        "delete" => delete(state, &request),
+        _ => task_status(state, path),
     }
 }
 
