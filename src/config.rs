@@ -346,6 +346,27 @@ impl Settings {
             "latency.budget_ms",
             "must not exceed upstream.timeout_ms (the budget answers before the hard deadline)",
         );
+        // Upper bounds keep every `Instant + Duration` far from overflow.
+        const YEAR_SECS: u64 = 365 * 24 * 3600;
+        for (value, key) in [
+            (self.cache.ttl_secs, "cache.ttl_secs"),
+            (
+                self.cache.stale_while_revalidate_secs,
+                "cache.stale_while_revalidate_secs",
+            ),
+            (self.cache.stale_if_error_secs, "cache.stale_if_error_secs"),
+            (
+                self.upstream.pool_idle_timeout_secs,
+                "upstream.pool_idle_timeout_secs",
+            ),
+            (
+                self.server.shutdown_grace_ms / 1000,
+                "server.shutdown_grace_ms",
+            ),
+            (self.circuit.cool_down_ms / 1000, "circuit.cool_down_ms"),
+        ] {
+            check(value <= YEAR_SECS, key, "must not exceed one year");
+        }
         check(
             self.latency.max_background_fetches > 0,
             "latency.max_background_fetches",
@@ -481,6 +502,7 @@ mod tests {
         s.upstream.url = "https://x".into();
         s.upstream.timeout_ms = 0;
         s.cache.ttl_secs = 0;
+        s.cache.stale_if_error_secs = u64::MAX;
         let Err(ConfigError::Invalid(problems)) = s.validate() else {
             panic!("expected invalid");
         };
@@ -491,7 +513,8 @@ mod tests {
                 "server.listen",
                 "upstream.url",
                 "upstream.timeout_ms",
-                "cache.ttl_secs"
+                "cache.ttl_secs",
+                "cache.stale_if_error_secs"
             ]
         );
     }

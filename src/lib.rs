@@ -128,3 +128,20 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_runtime_is_current_thread_and_zero_means_one_per_core() {
+        let mut settings = config::Settings::default();
+        let config = settings.validate().unwrap();
+        let flavor = runtime(&config).unwrap().handle().runtime_flavor();
+        assert_eq!(flavor, tokio::runtime::RuntimeFlavor::CurrentThread);
+        settings.server.worker_threads = 0;
+        let config = settings.validate().unwrap();
+        let flavor = runtime(&config).unwrap().handle().runtime_flavor();
+        assert_eq!(flavor, tokio::runtime::RuntimeFlavor::MultiThread);
+    }
+}

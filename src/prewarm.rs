@@ -16,7 +16,10 @@ use http_body::Body;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use tokio::time::Instant;
+
 use crate::body::BoxError;
+use crate::cache::Lookup;
 use crate::error::ProxyError;
 use crate::metrics::Outcome;
 use crate::proxy::{json_response, read_body, Handled, Proxy};
@@ -113,10 +116,15 @@ where
                 .map_err(ProxyError::BadRequest)?;
             let (parts, ()) = request.into_parts();
             let body = Bytes::from(body.to_string());
-            if let Some(read) = keyed_read(route, &parts, &body) {
-                let generations = proxy.scopes.current(&read.key.scope);
-                start_background(proxy, &read, generations, &parts, body);
+            let Some(read) = keyed_read(route, &parts, &body) else {
+                continue;
+            };
+            let generations = proxy.scopes.current(&read.key.scope);
+            // Already fresh: nothing to fetch.
+            if let Lookup::Fresh(_) = proxy.store.lookup(&read.key, generations, Instant::now()) {
+                continue;
             }
+            start_background(proxy, &read, generations, &parts, body);
         }
     }
     proxy.metrics.prewarm();

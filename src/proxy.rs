@@ -51,6 +51,8 @@ pub struct Proxy {
     pub(crate) budget: Option<std::time::Duration>,
     /// Bounds the upstream fetches running at once (`latency.max_background_fetches`).
     pub(crate) fetch_permits: Arc<tokio::sync::Semaphore>,
+    /// Permits background fetches (refreshes, prewarms) leave for waiting clients: a quarter.
+    pub(crate) background_reserve: usize,
     pub(crate) circuit: Arc<Circuit>,
     /// Near-duplicate lookups and their threshold, when `cache.similarity_threshold` > 0.
     pub(crate) similar: Option<(SimilarIndex, f64)>,
@@ -96,6 +98,7 @@ impl Proxy {
             fetch_permits: Arc::new(tokio::sync::Semaphore::new(
                 config.latency.max_background_fetches,
             )),
+            background_reserve: config.latency.max_background_fetches / 4,
             circuit,
             similar: (config.cache.similarity_threshold > 0.0).then(|| {
                 // One bucket per stored query at most: bounded like the store itself.

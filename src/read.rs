@@ -117,12 +117,16 @@ where
     B::Error: Into<BoxError>,
 {
     let started = Instant::now();
-    let hard_deadline = started + proxy.upstream.timeout();
     let (parts, body) = request.into_parts();
     let budget = request_budget(&parts.headers, proxy.budget, proxy.upstream.timeout())
         .map_err(ProxyError::InvalidHeader)?;
-    let answer_by = budget.map_or(hard_deadline, |budget| started + budget);
     let body = read_body(body, proxy.max_body_bytes).await?;
+    // The hard deadline bounds memU's part, so it starts once the body is in; the budget is the
+    // client's, so it counts from the request's arrival.
+    let hard_deadline = proxy.deadline();
+    let answer_by = budget.map_or(hard_deadline, |budget| {
+        (started + budget).min(hard_deadline)
+    });
     let mode = client_cache(&parts.headers);
     // Keyed even when the cache is off: the key carries the query the fallback echoes.
     let read = match keyed_read(route, &parts, &body) {
@@ -133,16 +137,16 @@ where
     let generations = proxy.scopes.current(&read.key.scope);
     if mode == ClientCache::Normal {
         match proxy.store.lookup(&read.key, generations, Instant::now()) {
-            Lookup::Fresh(entry) => return Ok(hit(&entry, started.elapsed(), HitKind::Fresh)),
+            Lookup::Fresh(entry) => return Ok(timed(hit(&entry, HitKind::Fresh), started)),
             Lookup::Revalidate(entry) => {
                 start_background(proxy, &read, generations, &parts, body);
                 let kind = HitKind::Stale("stale-while-revalidate");
-                return Ok(hit(&entry, started.elapsed(), kind));
+                return Ok(timed(hit(&entry, kind), started));
             }
             Lookup::Miss => {}
         }
         if let Some(entry) = similar_hit(proxy, &read, generations) {
-            return Ok(hit(&entry, started.elapsed(), HitKind::Similar));
+            return Ok(timed(hit(&entry, HitKind::Similar), started));
         }
     }
     let lookup = started.elapsed();
@@ -237,6 +241,11 @@ pub(crate) fn start_background(
     parts: &request::Parts,
     body: Bytes,
 ) {
+    // Background work may not take the permits kept for clients who are waiting.
+    if proxy.fetch_permits.available_permits() <= proxy.background_reserve {
+        proxy.metrics.background(BackgroundEvent::Dropped);
+        return;
+    }
     let event = match join_fetch(proxy, read, generations, parts, body) {
         Ok(Some((_, false))) => BackgroundEvent::Started,
         Ok(Some((_, true))) => BackgroundEvent::Joined,
@@ -312,6 +321,15 @@ fn similar_hit(proxy: &Proxy, read: &KeyedRead, generations: Generations) -> Opt
         })
 }
 
+/// A cache answer served without going upstream: the time the lookup took.
+fn timed(mut handled: Handled, started: Instant) -> Handled {
+    add_timing(
+        handled.response.headers_mut(),
+        &[("cache", started.elapsed())],
+    );
+    handled
+}
+
 /// Why a cached answer was served.
 #[derive(Debug, Clone, Copy)]
 enum HitKind {
@@ -323,7 +341,7 @@ enum HitKind {
 }
 
 /// A cached answer.
-fn hit(entry: &Entry, lookup: Duration, kind: HitKind) -> Handled {
+fn hit(entry: &Entry, kind: HitKind) -> Handled {
     let (detail, outcome) = match kind {
         HitKind::Fresh => (None, Outcome::Hit),
         HitKind::Similar => (Some("similar"), Outcome::SimilarHit),
@@ -343,7 +361,6 @@ fn hit(entry: &Entry, lookup: Duration, kind: HitKind) -> Handled {
             ..CacheStatus::HIT
         },
     );
-    add_timing(headers, &[("cache", lookup)]);
     Handled {
         response,
         outcome,
@@ -400,11 +417,7 @@ fn stale_or_empty(
     match proxy.store.stale_if_error(&read.key, Instant::now()) {
         Some(entry) => {
             proxy.metrics.stale_served(reason);
-            let mut handled = hit(
-                &entry,
-                Duration::ZERO,
-                HitKind::Stale(reason.stale_detail()),
-            );
+            let mut handled = hit(&entry, HitKind::Stale(reason.stale_detail()));
             handled.upstream = upstream;
             handled
         }

@@ -66,7 +66,13 @@ async fn hostile_bytes_never_panic_the_proxy() {
         b"POST /api/v1/memory/retrieve/related-memory-items HTTP/1.1\r\nhost: x\r\ncache-control: \xff\r\ncontent-length: 40\r\nconnection: close\r\n\r\n{\"user_id\":\"\\ud800\",\"query\":\"\\udfff\"}xx".to_vec(),
     ];
     for bytes in hostile {
-        let _ = raw_request(proxy.addr, bytes).await;
+        let answer = raw_request(proxy.addr, bytes.clone()).await;
+        // A panic in a handler would surface as CatchPanicLayer's 500.
+        assert!(
+            !answer.starts_with("HTTP/1.1 500"),
+            "{:?} -> {answer}",
+            String::from_utf8_lossy(&bytes)
+        );
     }
     // Deeply nested JSON is rejected by the parser's recursion limit, not a stack overflow.
     let nested = format!(

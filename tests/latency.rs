@@ -140,6 +140,8 @@ async fn the_budget_serves_a_stale_answer_when_there_is_one() {
     let stale = post(&proxy.url(RELATED), &body).await;
     assert!(started.elapsed() < Duration::from_millis(200) + MARGIN);
     assert_eq!(stale.cache_status(), "memu-proxy; hit; detail=stale-budget");
+    let timing = stale.header("server-timing");
+    assert_eq!(timing.matches("cache;dur=").count(), 1, "{timing}");
     assert!(stale.text().contains("old memory"));
     let metrics = proxy.metrics().await;
     assert_eq!(
@@ -301,6 +303,8 @@ async fn the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() {
     let write = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "hi")).await;
     assert_eq!(write.status, 503, "writes get an honest 503");
     assert!(!write.header("retry-after").is_empty());
+    let other = get(&proxy.url("/health")).await;
+    assert_eq!(other.status, 503, "and so do pass-through routes");
     assert!(
         started.elapsed() < Duration::from_millis(100),
         "short-circuited at once"
@@ -317,7 +321,7 @@ async fn the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() {
     );
     assert_eq!(
         metric(&metrics, "memu_proxy_circuit_short_circuited_total"),
-        2.0
+        3.0
     );
 
     memu.set_failure(Failure::None);
@@ -382,6 +386,23 @@ async fn prewarm_fills_the_cache_before_the_app_asks() {
         "Bearer key-1",
         "the client's key is used"
     );
+
+    // Prewarming what is already fresh fetches nothing.
+    let again = post(
+        &proxy.url("/prewarm"),
+        &json!({"user_id": "u1", "agent_id": "a1", "queries": ["What pets do I like?"], "top_k": 3, "min_similarity": 0.3}),
+    )
+    .await;
+    assert_eq!(again.status, 202);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"memu_proxy_background_fetches_total{event="started"}"#
+        ),
+        2.0
+    );
+    assert_eq!(memu.total_hits(), 2);
 
     let bad = post(&proxy.url("/prewarm"), &json!({"user": "u1"})).await;
     assert_eq!(bad.status, 422);

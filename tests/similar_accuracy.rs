@@ -126,6 +126,12 @@ fn precision_at_the_shipped_threshold_is_at_least_098() {
     for m in &missed {
         println!("  {m}");
     }
+    assert!(total.tp > 0, "the matcher matched nothing");
+    assert!(
+        total.recall() >= 0.85,
+        "recall {:.3} fell below 0.85",
+        total.recall()
+    );
     assert!(
         total.precision() >= 0.98,
         "precision {:.3} < 0.98; wrong matches:\n{}",

@@ -79,7 +79,7 @@ impl SimilarIndex {
         };
         let mut scored: Vec<(f64, &Candidate)> = candidates
             .iter()
-            .filter(|c| c.key != *key)
+            .filter(|c| c.key != *key && same_family(&c.key, key))
             .map(|c| (shape.similarity(&c.shape), c))
             .filter(|(score, _)| *score >= threshold)
             .collect();
@@ -94,6 +94,15 @@ impl SimilarIndex {
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
+}
+
+/// Everything but the query text is equal: the bucket hash is only 64 bits, and a collision must
+/// never serve another scope's answer.
+fn same_family(a: &CacheKey, b: &CacheKey) -> bool {
+    a.route == b.route
+        && a.path_and_query == b.path_and_query
+        && a.scope == b.scope
+        && a.params == b.params
 }
 
 #[cfg(test)]
