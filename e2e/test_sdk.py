@@ -185,7 +185,8 @@ def test_sdk_memorize_through_proxy_reaches_memu(
     memu: MemuServer, proxy: Proxy, sdk: Callable[..., SdkClient], uid: Callable[[str], str]
 ) -> None:
     """The SDK's memorize goes through the proxy to memU exactly once; its status, polled through
-    the proxy, reaches SUCCESS (every poll reached memU: never cached) and memU stored the text."""
+    the proxy, reaches SUCCESS (every poll reached memU: never cached; the proxy also polls the
+    task itself, so memU may see more polls than the client sent) and memU stored the text."""
     user = uid("alice")
     client = sdk(proxy.url)
     posted = memu.requests("POST", ROUTES["memorize"])
@@ -195,7 +196,7 @@ def test_sdk_memorize_through_proxy_reaches_memu(
     wait_for_success(client, task_id)
 
     polls = [r for r in client.responses.responses if r.request.method == "GET"]
-    assert memu.requests("GET", f"/api/v1/memory/memorize/status/{task_id}") == len(polls)
+    assert memu.requests("GET", f"/api/v1/memory/memorize/status/{task_id}") >= len(polls)
     assert not any(is_hit(r) for r in polls)
     assert "Alice loves her black cat named Mochi" in memu.activity(AGENT, user)
 
