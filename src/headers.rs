@@ -128,6 +128,13 @@ impl CacheStatus {
     }
 
     pub fn header_value(&self) -> HeaderValue {
+        // The statuses of the hot paths are static: no formatting per request.
+        if *self == Self::HIT {
+            return HeaderValue::from_static("memu-proxy; hit");
+        }
+        if *self == Self::BYPASS {
+            return HeaderValue::from_static("memu-proxy; fwd=bypass");
+        }
         let mut out = String::from(Self::NAME);
         if self.hit {
             out.push_str("; hit");
@@ -155,7 +162,9 @@ pub fn server_timing(metrics: &[(&str, Duration)]) -> HeaderValue {
         if !out.is_empty() {
             out.push_str(", ");
         }
-        let _ = write!(out, "{name};dur={:.3}", duration.as_secs_f64() * 1000.0);
+        // Whole microseconds as milliseconds with three decimals, without float formatting.
+        let micros = duration.as_micros();
+        let _ = write!(out, "{name};dur={}.{:03}", micros / 1000, micros % 1000);
     }
     HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
