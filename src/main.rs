@@ -7,6 +7,10 @@ use memu_proxy::cli::Cli;
 use memu_proxy::Listeners;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: glibc's per-thread arenas grow and trim with an `mprotect` every few requests here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match cli.settings() {
