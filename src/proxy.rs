@@ -187,7 +187,9 @@ impl Proxy {
         class: RouteClassLabel,
         deadline: tokio::time::Instant,
     ) -> (Result<Buffered, UpstreamError>, Duration) {
-        let identity = class == RouteClassLabel::Read;
+        // The proxy reads these answers (to cache, or to find a task id or state): ask for them
+        // unencoded.
+        let identity = true;
         let request = match self.upstream.request(parts, full(body), identity) {
             Ok(request) => request,
             Err(e) => return (Err(UpstreamError::Exchange(Box::new(e))), Duration::ZERO),
@@ -264,8 +266,9 @@ pub(crate) fn json_response(body: Bytes) -> Response<ProxyBody> {
     response
 }
 
+/// Adds the proxy's `Cache-Status` entry after any from caches closer to memU (RFC 9211).
 pub(crate) fn set_cache_status(headers: &mut HeaderMap, status: CacheStatus) {
-    headers.insert(HEADER_CACHE_STATUS, status.header_value());
+    headers.append(HEADER_CACHE_STATUS, status.header_value());
 }
 
 /// Appends a `Server-Timing` entry, keeping any the upstream sent.

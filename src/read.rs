@@ -162,7 +162,15 @@ where
     };
     let waited = tokio::time::timeout_at(answer_by, outcome(rx)).await;
     let mut handled = match waited {
-        Ok(Some(fetched)) => answer(proxy, route, &read, &fetched, collapsed),
+        Ok(Some(fetched)) => {
+            // RFC 9211: `fwd=request` when the client's `no-cache` ruled out a stored answer.
+            let fwd = if mode == ClientCache::Revalidate {
+                "request"
+            } else {
+                "miss"
+            };
+            answer(proxy, route, &read, &fetched, Forwarded { fwd, collapsed })
+        }
         Ok(None) => stale_or_empty(proxy, route, &read, FallbackReason::UpstreamError, None),
         Err(_) if answer_by < hard_deadline => stale_or_empty(
             proxy,
@@ -369,12 +377,18 @@ fn hit(entry: &Entry, kind: HitKind) -> Handled {
 }
 
 /// The response for a finished fetch, as seen by one of its waiters.
+/// Why a request went upstream, and whether it shared another request's fetch.
+struct Forwarded {
+    fwd: &'static str,
+    collapsed: bool,
+}
+
 fn answer(
     proxy: &Proxy,
     route: ReadRoute,
     read: &KeyedRead,
     fetched: &Fetched,
-    collapsed: bool,
+    Forwarded { fwd, collapsed }: Forwarded,
 ) -> Handled {
     match fetched {
         Fetched::Answer {
@@ -386,7 +400,7 @@ fn answer(
             let status = CacheStatus {
                 stored: *stored && !collapsed,
                 collapsed,
-                ..CacheStatus::forwarded("miss")
+                ..CacheStatus::forwarded(fwd)
             };
             set_cache_status(response.headers_mut(), status);
             Handled {

@@ -249,7 +249,7 @@ async fn no_cache_refreshes_and_no_store_bypasses() {
         "{}",
         refreshed.text()
     );
-    assert_eq!(refreshed.cache_status(), "memu-proxy; fwd=miss; stored");
+    assert_eq!(refreshed.cache_status(), "memu-proxy; fwd=request; stored");
     let now_new = post(&proxy.url(RELATED), &body).await;
     assert_eq!(now_new.cache_status(), "memu-proxy; hit");
     assert!(
