@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from loopback import LoopbackHTTPServer
+from loopback import JsonHandler, LoopbackHTTPServer
 from openai_stub import embed
 
 PREFIX = "/api/v2/memory"
@@ -177,7 +177,7 @@ class MemuV2StandIn:
             "/memorize": standin.memorize,
         }
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802
@@ -197,16 +197,5 @@ class MemuV2StandIn:
                 if answer is None:
                     return self._reply(404, {"detail": "Task not found"})
                 return self._reply(200, answer)
-
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
 
         return Handler

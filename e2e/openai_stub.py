@@ -40,7 +40,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator
 
-from loopback import LoopbackHTTPServer
+from loopback import JsonHandler, LoopbackHTTPServer
 
 DIMS = 256
 
@@ -177,7 +177,7 @@ class OpenAIStub:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
@@ -195,17 +195,6 @@ class OpenAIStub:
                     time.sleep(stub.chat_delay)
                     return self._reply(200, completion(request))
                 return self._reply(404, {"error": {"message": f"no route {self.path}"}})
-
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
 
         return Handler
 

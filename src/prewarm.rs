@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self};
 use http::{Method, Request, StatusCode};
 use http_body::Body;
 use serde::Deserialize;
@@ -156,10 +156,6 @@ fn parse(body: &[u8]) -> Result<Prewarm, String> {
 fn rejected(detail: &str) -> Handled {
     let mut response = json_response(json!({ "detail": detail }).to_string().into());
     *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     Handled {
         response,
         outcome: Outcome::Error,

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::body::{full, BoxError, ProxyBody};
 use crate::cache::inflight::{outcome, Joined, Lease};
-use crate::cache::{read_key, tenant_of, Entry, Generations, KeyedRead, Lookup};
+use crate::cache::{read_key, request_tenant, Entry, Generations, KeyedRead, Lookup};
 use crate::error::ProxyError;
 use crate::fallback::{empty_body, FallbackReason};
 use crate::headers::{client_cache, request_budget, CacheStatus, ClientCache};
@@ -201,12 +201,7 @@ pub(crate) fn keyed_read(
     parts: &request::Parts,
     body: &[u8],
 ) -> Option<KeyedRead> {
-    let tenant = tenant_of(
-        parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes),
-    );
+    let tenant = request_tenant(&parts.headers);
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     read_key(route, path_and_query, tenant, body)
 }

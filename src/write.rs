@@ -10,13 +10,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
 use http::Request;
 use http_body::Body;
 use serde::Deserialize;
 
 use crate::body::BoxError;
-use crate::cache::{tenant_of, write_scope, Invalidate, Scope};
+use crate::cache::{request_tenant, write_scope, Invalidate, Scope};
 use crate::error::ProxyError;
 use crate::metrics::{InvalidationCause, Outcome, RouteClassLabel};
 use crate::proxy::{forwarded, read_body, Handled, Proxy};
@@ -34,12 +33,7 @@ where
 {
     let (parts, body) = request.into_parts();
     let body = read_body(body, proxy.max_body_bytes).await?;
-    let tenant = tenant_of(
-        parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes),
-    );
+    let tenant = request_tenant(&parts.headers);
     let target = write_scope(tenant, &body).map(|scope| {
         let what = invalidation_for(route, &scope);
         (scope, what)

@@ -22,6 +22,15 @@ pub fn tenant_of(authorization: Option<&[u8]>) -> Tenant {
     authorization.map(|value| Sha256::digest(value).into())
 }
 
+/// The tenant of a request: the digest of its `Authorization` header.
+pub fn request_tenant(headers: &http::HeaderMap) -> Tenant {
+    tenant_of(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes),
+    )
+}
+
 /// The (tenant, user, agent) a request reads or writes. `agent: None` is memU's `agent_id: null`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {

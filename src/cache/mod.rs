@@ -9,6 +9,8 @@ pub mod scope;
 pub mod similar;
 pub mod store;
 
-pub use key::{read_key, tenant_of, write_scope, CacheKey, KeyedRead, Scope, Tenant};
+pub use key::{
+    read_key, request_tenant, tenant_of, write_scope, CacheKey, KeyedRead, Scope, Tenant,
+};
 pub use scope::{Generations, Invalidate, Scopes};
 pub use store::{Entry, Lifetimes, Lookup, Store};
