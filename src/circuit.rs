@@ -7,15 +7,19 @@
 //! failure opens it again. A probe whose client went away without a verdict frees the probe slot.
 //!
 //! Every exchange takes a [`Ticket`] from [`Circuit::try_pass`] and reports through it; a ticket
-//! dropped without a report counts as abandoned, never as a success.
+//! dropped without a report counts as abandoned, never as a success. The breaker counts its own
+//! transitions and exports them, with its state, at scrape time (its [`Collector`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use tokio::time::Instant;
 
 use crate::config::CircuitConfig;
+use crate::metrics;
 
 /// The breaker's state, as exported in `/metrics` and `/healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,7 +39,7 @@ impl CircuitState {
     }
 
     /// The value of the `memu_proxy_circuit_state` gauge.
-    pub fn gauge(self) -> i64 {
+    pub fn gauge(self) -> u64 {
         match self {
             CircuitState::Closed => 0,
             CircuitState::Open => 1,
@@ -61,6 +65,7 @@ pub struct CircuitStats {
 }
 
 /// The breaker shared by every upstream exchange.
+#[derive(Debug)]
 pub struct Circuit {
     threshold: u32,
     cool_down: Duration,
@@ -178,6 +183,36 @@ impl Circuit {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Collector for Circuit {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.stats();
+        metrics::gauge(
+            &mut encoder,
+            "circuit_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            None,
+            self.state().gauge(),
+        )?;
+        metrics::counter_family(
+            &mut encoder,
+            "circuit_transitions",
+            "Circuit breaker transitions, by the state entered",
+            "to",
+            &[
+                ("open", stats.opened),
+                ("half_open", stats.half_opened),
+                ("closed", stats.closed),
+            ],
+        )?;
+        metrics::counter(
+            &mut encoder,
+            "circuit_short_circuited",
+            "Upstream exchanges refused because the circuit was open",
+            stats.short_circuited,
+        )
     }
 }
 

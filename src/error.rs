@@ -3,12 +3,14 @@
 //! Each condition maps to exactly one status in [`ProxyError::status`] (an exhaustive match), and
 //! to a FastAPI-shaped `{"detail": "..."}` body, the shape memU's own errors have and its SDK reads.
 //! These are only ever used where the proxy cannot honestly answer otherwise: reads that fail get
-//! the empty fallback instead (see `fallback.rs`).
+//! the empty fallback instead (see `fallback.rs`). Handlers return them; dispatch
+//! (`handlers/mod.rs`) turns them into responses, and nothing else does.
 
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 use crate::body::{full, BoxError, ProxyBody};
+use crate::headers::InvalidBudget;
 use crate::upstream::UpstreamError;
 
 /// A request the proxy answers itself with an error status.
@@ -20,10 +22,26 @@ pub enum ProxyError {
     BodyRead(#[source] BoxError),
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(#[source] http::Error),
-    #[error("{0}")]
-    InvalidHeader(String),
+    #[error(transparent)]
+    InvalidBudget(#[from] InvalidBudget),
+    #[error(transparent)]
+    InvalidPrewarm(#[from] PrewarmError),
+    /// A path the admin-only listener does not serve.
+    #[error("Not Found")]
+    NotFound,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+}
+
+/// What is wrong with a `POST /prewarm` body.
+#[derive(Debug, thiserror::Error)]
+pub enum PrewarmError {
+    #[error("invalid prewarm body: {0}")]
+    Body(#[source] serde_json::Error),
+    #[error("at most {max} queries per prewarm")]
+    TooManyQueries { max: usize },
+    #[error("min_similarity must be a number")]
+    MinSimilarity,
 }
 
 impl ProxyError {
@@ -31,9 +49,11 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BodyRead(_) | ProxyError::BadRequest(_) | ProxyError::InvalidHeader(_) => {
+            ProxyError::BodyRead(_) | ProxyError::BadRequest(_) | ProxyError::InvalidBudget(_) => {
                 StatusCode::BAD_REQUEST
             }
+            ProxyError::InvalidPrewarm(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::Upstream(e) => match e {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Connect(_)
@@ -75,7 +95,10 @@ mod tests {
         let cases = [
             (ProxyError::BodyTooLarge { limit: 1 }, 413),
             (ProxyError::BodyRead(io()), 400),
-            (ProxyError::InvalidHeader("x".into()), 400),
+            (InvalidBudget.into(), 400),
+            (PrewarmError::MinSimilarity.into(), 422),
+            (PrewarmError::TooManyQueries { max: 16 }.into(), 422),
+            (ProxyError::NotFound, 404),
             (UpstreamError::Timeout(Duration::from_secs(2)).into(), 504),
             (UpstreamError::Exchange(io()).into(), 502),
             (UpstreamError::TooLarge(10).into(), 502),

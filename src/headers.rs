@@ -41,6 +41,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// consumes it; it is not forwarded to memU.
 pub const BUDGET_HEADER: HeaderName = HeaderName::from_static("x-memu-budget-ms");
 
+/// An `X-Memu-Budget-Ms` value that is not a whole number of milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{BUDGET_HEADER} must be a whole number of milliseconds")]
+pub struct InvalidBudget;
+
 /// The budget for one request: the client's `X-Memu-Budget-Ms` if sent (0 turns the budget off),
 /// else the configured one; never longer than the hard `timeout`. An unparseable value is an
 /// error, so a typo is not silently ignored.
@@ -48,7 +53,7 @@ pub fn request_budget(
     headers: &HeaderMap,
     configured: Option<Duration>,
     timeout: Duration,
-) -> Result<Option<Duration>, String> {
+) -> Result<Option<Duration>, InvalidBudget> {
     let Some(value) = headers.get(&BUDGET_HEADER) else {
         return Ok(configured.map(|b| b.min(timeout)));
     };
@@ -56,7 +61,7 @@ pub fn request_budget(
         .to_str()
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .ok_or_else(|| format!("{BUDGET_HEADER} must be a whole number of milliseconds"))?;
+        .ok_or(InvalidBudget)?;
     Ok((millis > 0).then(|| Duration::from_millis(millis).min(timeout)))
 }
 
@@ -91,12 +96,32 @@ pub fn client_cache(headers: &HeaderMap) -> ClientCache {
     mode
 }
 
+/// Why a request went to memU: the RFC 9211 `fwd` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// The cache had no usable answer.
+    Miss,
+    /// The client's `no-cache` ruled out a stored answer.
+    Request,
+    /// The cache does not handle this request (`no-store`, writes, pass-through).
+    Bypass,
+}
+
+impl Fwd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fwd::Miss => "miss",
+            Fwd::Request => "request",
+            Fwd::Bypass => "bypass",
+        }
+    }
+}
+
 /// How a response relates to the cache, rendered as one `Cache-Status` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStatus {
     pub hit: bool,
-    /// RFC 9211 `fwd` reason: `miss`, `request`, `bypass`.
-    pub fwd: Option<&'static str>,
+    pub fwd: Option<Fwd>,
     pub stored: bool,
     pub collapsed: bool,
     pub detail: Option<&'static str>,
@@ -114,10 +139,10 @@ impl CacheStatus {
     };
 
     /// Forwarded because the cache does not handle this request.
-    pub const BYPASS: CacheStatus = CacheStatus::forwarded("bypass");
+    pub const BYPASS: CacheStatus = CacheStatus::forwarded(Fwd::Bypass);
 
     /// Forwarded with the given `fwd` reason.
-    pub const fn forwarded(fwd: &'static str) -> CacheStatus {
+    pub const fn forwarded(fwd: Fwd) -> CacheStatus {
         CacheStatus {
             hit: false,
             fwd: Some(fwd),
@@ -140,7 +165,7 @@ impl CacheStatus {
             out.push_str("; hit");
         }
         if let Some(fwd) = self.fwd {
-            let _ = write!(out, "; fwd={fwd}");
+            let _ = write!(out, "; fwd={}", fwd.as_str());
         }
         if self.stored {
             out.push_str("; stored");
@@ -254,21 +279,21 @@ mod tests {
             (
                 CacheStatus {
                     stored: true,
-                    ..CacheStatus::forwarded("miss")
+                    ..CacheStatus::forwarded(Fwd::Miss)
                 },
                 "memu-proxy; fwd=miss; stored",
             ),
             (
                 CacheStatus {
                     collapsed: true,
-                    ..CacheStatus::forwarded("miss")
+                    ..CacheStatus::forwarded(Fwd::Miss)
                 },
                 "memu-proxy; fwd=miss; collapsed",
             ),
             (
                 CacheStatus {
                     detail: Some("timeout"),
-                    ..CacheStatus::forwarded("miss")
+                    ..CacheStatus::forwarded(Fwd::Miss)
                 },
                 "memu-proxy; fwd=miss; detail=timeout",
             ),

@@ -7,48 +7,54 @@
 //!
 //! # Layout
 //!
+//! Every dependency points down this list: a module uses only modules listed below it.
+//!
 //! | module | job |
 //! |---|---|
 //! | [`cli`], [`config`] | flags and `proxy.toml` → validated [`config::Config`] |
 //! | [`server`] | accept loop, HTTP/1+2, graceful shutdown |
 //! | [`stack`] | the tower layer order: timing/logging, panics, sensitive headers, body limit |
-//! | [`proxy`] | shared state and per-request dispatch; errors become responses here |
-//! | [`routes`] | memU route classes (pure) |
-//! | [`read`] | cacheable retrievals: key → lookup → coalesced fetch → admit → answer/fallback |
-//! | [`write`] | memorize/delete: forward honestly, invalidate |
+//! | [`handlers`] | dispatch and one handler per route class: read, write, pass-through, prewarm, admin |
+//! | [`fetch`] | the coalesced, bounded, spawned upstream fetch behind a miss |
+//! | [`exchange`] | read a request body; one buffered exchange with memU within a deadline |
+//! | [`respond`] | response builders: forwarded, streamed, hit, stale, fallback, JSON |
 //! | [`tasks`] | memorize tasks: invalidate again on `SUCCESS`, polled in the background |
-//! | [`passthrough`] | everything else, streamed; task-status polls watched for `SUCCESS` |
+//! | [`state`] | what every handler shares; builds the metrics registry |
+//! | [`decide`] | pure decisions: judge an upstream result, admit, what a waiter answers |
 //! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations, coalescing |
 //! | [`upstream`] | the pooled client, URI rewrite, hop-by-hop headers, deadline |
-//! | [`fallback`] | the empty answers the SDK parses (pure) |
-//! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
-//! | [`headers`] | `Cache-Status`, `Server-Timing`, `Cache-Control` (pure) |
 //! | [`circuit`] | the circuit breaker every upstream exchange passes |
-//! | [`prewarm`] | `POST /prewarm`: fill the cache before the app asks |
-//! | [`metrics`], [`admin`] | Prometheus registry, `/metrics`, `/healthz` |
+//! | [`metrics`] | the request metric families and scrape-time encoders |
+//! | [`outcome`] | what a handler returns: `Handled`, `Outcome`, `RequestInfo` |
+//! | [`error`] | the proxy's own error responses, one status per condition |
+//! | [`fallback`], [`compat`] | the empty answers the SDK parses; opt-in answer repairs (pure) |
+//! | [`headers`] | `Cache-Status`, `Server-Timing`, `Cache-Control`, budget header (pure) |
+//! | [`routes`] | memU route classes (pure) |
+//! | [`body`] | the body types shared by server and client |
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod circuit;
 pub mod cli;
 pub mod compat;
 pub mod config;
+pub mod decide;
 pub mod error;
+pub mod exchange;
 pub mod fallback;
+pub mod fetch;
+pub mod handlers;
 pub mod headers;
 pub mod metrics;
-pub mod passthrough;
-pub mod prewarm;
-pub mod proxy;
-pub mod read;
+pub mod outcome;
+pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod stack;
+pub mod state;
 pub mod tasks;
 pub mod upstream;
-pub mod write;
 
 use std::future::Future;
 use std::io;
@@ -59,8 +65,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::state::State;
 
 /// The sockets the proxy serves; bound before [`run`] so tests can bind port 0 first.
 pub struct Listeners {
@@ -104,21 +109,20 @@ pub fn runtime(config: &Config) -> io::Result<tokio::runtime::Runtime> {
 /// Runs the proxy until `shutdown` completes, then drains in-flight requests for at most
 /// `server.shutdown_grace_ms`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let metrics = Arc::new(Metrics::new());
-    let proxy = Arc::new(Proxy::new(&config, metrics));
+    let state = Arc::new(State::new(&config));
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(server::serve(
         listeners.main,
-        stack::service(Arc::clone(&proxy)),
+        stack::service(Arc::clone(&state)),
         stop_rx.clone(),
         grace,
     ));
     if let Some(admin) = listeners.admin {
         servers.spawn(server::serve(
             admin,
-            stack::admin_service(Arc::clone(&proxy)),
+            stack::admin_service(Arc::clone(&state)),
             stop_rx,
             grace,
         ));

@@ -7,13 +7,18 @@
 //! 3. `SetSensitiveRequestHeadersLayer`: `Authorization` is never printed by tracing.
 //! 4. `RequestBodyLimitLayer`: bodies over `server.max_body_bytes` get 413 (at once when
 //!    `Content-Length` says so, else when the limit is crossed), without contacting memU.
-//! 5. The proxy handler (`proxy.rs`).
+//! 5. Dispatch to one handler (`handlers/mod.rs`).
+//!
+//! The stack is generic over the request body: the server runs it on hyper's `Incoming`, the
+//! tests in this file on in-memory bodies through `ServiceExt::oneshot`, without sockets.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -23,18 +28,29 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
-use crate::body::{full, ProxyBody};
+use crate::body::{full, BoxError, ProxyBody};
+use crate::handlers;
 use crate::headers::CacheStatus;
-use crate::metrics::{Metrics, Outcome, RouteClassLabel};
-use crate::proxy::{add_timing, set_cache_status, Proxy, RequestInfo, HEADER_CACHE_STATUS};
+use crate::metrics::Metrics;
+use crate::outcome::{Outcome, RequestInfo, RouteClassLabel};
+use crate::respond::{add_timing, set_cache_status, HEADER_CACHE_STATUS};
+use crate::state::State;
 
-/// A listener's whole stack, boxed so it can be named and cloned per connection.
-pub type HttpService = BoxCloneService<Request<Incoming>, Response<ProxyBody>, Infallible>;
+/// A stack over requests with bodies of type `B`, boxed so it can be named and cloned per
+/// connection.
+pub type Stack<B> = BoxCloneService<Request<B>, Response<ProxyBody>, Infallible>;
+
+/// A listener's whole stack, as the server runs it.
+pub type HttpService = Stack<Incoming>;
 
 /// The proxy's service for the main listener.
-pub fn service(proxy: Arc<Proxy>) -> HttpService {
-    let metrics = Arc::clone(&proxy.metrics);
-    let limit = proxy.max_body_bytes;
+pub fn service<B>(state: Arc<State>) -> Stack<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let metrics = Arc::clone(&state.metrics);
+    let limit = state.max_body_bytes;
     ServiceBuilder::new()
         .layer(BoxCloneService::layer())
         .map_future(move |future| finish(future, Arc::clone(&metrics)))
@@ -46,20 +62,20 @@ pub fn service(proxy: Arc<Proxy>) -> HttpService {
         ]))
         .layer(RequestBodyLimitLayer::new(limit))
         .service_fn(move |request| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+            let state = Arc::clone(&state);
+            async move { Ok::<_, Infallible>(handlers::dispatch(state, request).await) }
         })
 }
 
 /// The service of the admin-only listener.
-pub fn admin_service(proxy: Arc<Proxy>) -> HttpService {
-    let metrics = Arc::clone(&proxy.metrics);
+pub fn admin_service<B: Send + 'static>(state: Arc<State>) -> Stack<B> {
+    let metrics = Arc::clone(&state.metrics);
     ServiceBuilder::new()
         .layer(BoxCloneService::layer())
         .map_future(move |future| finish(future, Arc::clone(&metrics)))
         .service_fn(move |request| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(crate::admin::admin_only(proxy, request).await) }
+            let state = Arc::clone(&state);
+            async move { Ok::<_, Infallible>(handlers::dispatch_admin(state, request).await) }
         })
 }
 
@@ -103,8 +119,8 @@ where
 
 fn box_body<B>(response: Response<B>) -> Response<ProxyBody>
 where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<crate::body::BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     response.map(|body| body.map_err(Into::into).boxed_unsync())
 }

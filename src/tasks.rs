@@ -2,7 +2,8 @@
 //! made in between caches an answer without the new memory. The proxy remembers each memorize
 //! task it forwarded (bounded) and invalidates the writer's scope again when the task reports
 //! `SUCCESS`: seen in a client's own status poll through the proxy, or by the proxy's own
-//! background poll, since clients such as Open-LLM-VTuber PR #272 never poll.
+//! background poll, since clients such as Open-LLM-VTuber PR #272 never poll. Called by the write
+//! and pass-through handlers; uses only the shared state and the buffered exchange below it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,78 +15,78 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::cache::{Invalidate, Scope};
-use crate::metrics::{InvalidationCause, RouteClassLabel};
-use crate::proxy::Proxy;
+use crate::exchange::{deadline, forward_buffered};
+use crate::metrics::InvalidationCause;
+use crate::outcome::RouteClassLabel;
+use crate::state::State;
 
 /// How often the proxy polls a memorize task it forwarded.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 /// How long it keeps polling before leaving the task to the TTL (memorize with a real LLM can take
 /// tens of seconds).
 pub const POLL_FOR: Duration = Duration::from_secs(180);
-/// Most tasks polled at once; past it, only clients' own status polls are watched.
-pub const MAX_POLLERS: usize = 256;
 
 /// Remembers a memorize task and starts polling it.
 pub fn track(
-    proxy: &Arc<Proxy>,
+    state: &Arc<State>,
     memorize: &request::Parts,
     task_id: Box<str>,
     scope: Scope,
     what: Invalidate,
 ) {
-    proxy.tasks.insert(task_id.clone(), (scope, what));
-    let Ok(permit) = Arc::clone(&proxy.task_pollers).try_acquire_owned() else {
+    state.tasks.insert(task_id.clone(), (scope, what));
+    let Ok(permit) = Arc::clone(&state.task_pollers).try_acquire_owned() else {
         return;
     };
     let Some(status) = status_request(memorize, &task_id) else {
         return;
     };
-    let proxy = Arc::clone(proxy);
+    let state = Arc::clone(state);
     tokio::spawn(async move {
         let _permit = permit;
-        poll(&proxy, &task_id, &status).await;
+        poll(&state, &task_id, &status).await;
     });
 }
 
 /// Applies what a status answer says about a tracked task: `SUCCESS` invalidates its scope
 /// (once, whoever sees it first), `SUCCESS`/`FAILURE` end the tracking.
-pub fn observe(proxy: &Proxy, task_id: &str, body: &[u8]) -> bool {
-    match state(body).as_deref() {
+pub fn observe(state: &State, task_id: &str, body: &[u8]) -> bool {
+    match task_state(body).as_deref() {
         Some("SUCCESS") => {
-            if let Some((_, (scope, what))) = proxy.tasks.remove(task_id) {
-                proxy.invalidate(&scope, what, InvalidationCause::TaskSuccess);
+            if let Some((_, (scope, what))) = state.tasks.remove(task_id) {
+                state.invalidate(&scope, what, InvalidationCause::TaskSuccess);
             }
             true
         }
         Some("FAILURE") => {
-            proxy.tasks.remove(task_id);
+            state.tasks.remove(task_id);
             true
         }
         _ => false,
     }
 }
 
-async fn poll(proxy: &Proxy, task_id: &str, status: &request::Parts) {
+async fn poll(state: &State, task_id: &str, status: &request::Parts) {
     let give_up = Instant::now() + POLL_FOR;
-    while Instant::now() < give_up && proxy.tasks.contains_key(task_id) {
+    while Instant::now() < give_up && state.tasks.contains_key(task_id) {
         tokio::time::sleep(POLL_EVERY).await;
-        let (result, _) = proxy
-            .forward_buffered(
-                status,
-                Bytes::new(),
-                RouteClassLabel::Status,
-                proxy.deadline(),
-            )
-            .await;
-        match result {
+        let exchanged = forward_buffered(
+            state,
+            status,
+            Bytes::new(),
+            RouteClassLabel::Status,
+            deadline(state),
+        )
+        .await;
+        match exchanged.result {
             Ok(answer) if answer.status.is_success() => {
-                if observe(proxy, task_id, &answer.body) {
+                if observe(state, task_id, &answer.body) {
                     return;
                 }
             }
             // memU lost the task (it keeps them in memory): nothing more will be learnt.
             Ok(answer) if answer.status == http::StatusCode::NOT_FOUND => {
-                proxy.tasks.remove(task_id);
+                state.tasks.remove(task_id);
                 return;
             }
             Ok(_) | Err(_) => {}
@@ -110,7 +111,7 @@ fn status_request(memorize: &request::Parts, task_id: &str) -> Option<request::P
     Some(request.into_parts().0)
 }
 
-fn state(body: &[u8]) -> Option<String> {
+fn task_state(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Status {
         status: String,
@@ -141,9 +142,9 @@ mod tests {
     #[test]
     fn task_states() {
         assert_eq!(
-            state(br#"{"task_id":"t","status":"SUCCESS","detail_info":""}"#).as_deref(),
+            task_state(br#"{"task_id":"t","status":"SUCCESS","detail_info":""}"#).as_deref(),
             Some("SUCCESS")
         );
-        assert_eq!(state(b"nope"), None);
+        assert_eq!(task_state(b"nope"), None);
     }
 }

@@ -57,8 +57,18 @@ impl UpstreamError {
     }
 }
 
+/// Which content encoding to ask memU for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Whatever the client asked for (`Accept-Encoding` forwarded as sent): pass-through.
+    AsSent,
+    /// Unencoded: the proxy reads the answer (to cache it, or to find a task id or state), and
+    /// one client's gzip body must never be stored for another.
+    Identity,
+}
+
 /// A complete upstream answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Buffered {
     pub status: StatusCode,
     /// End-to-end headers (hop-by-hop ones removed).
@@ -115,13 +125,12 @@ impl Upstream {
     }
 
     /// Builds the upstream request for a client request: same method, path (under the base path),
-    /// query, headers (hop-by-hop removed, `Host` set to memU's) and body. With `identity`, asks
-    /// for an unencoded answer, so one client's gzip body is never stored for another.
+    /// query, headers (hop-by-hop removed, `Host` set to memU's) and body, asking for `encoding`.
     pub fn request(
         &self,
         parts: &request::Parts,
         body: ProxyBody,
-        identity: bool,
+        encoding: Encoding,
     ) -> Result<Request<ProxyBody>, http::Error> {
         let path_and_query = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let uri = Uri::builder()
@@ -133,7 +142,7 @@ impl Upstream {
         strip_hop_by_hop(&mut headers);
         headers.remove(BUDGET_HEADER);
         headers.insert(header::HOST, self.host.clone());
-        if identity {
+        if encoding == Encoding::Identity {
             headers.insert(
                 header::ACCEPT_ENCODING,
                 HeaderValue::from_static("identity"),

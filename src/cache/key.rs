@@ -105,6 +105,16 @@ pub fn read_key(
     })
 }
 
+/// The key of a retrieval request, from its headers, path and body (`None`: not cacheable).
+pub fn request_key(
+    route: ReadRoute,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Option<KeyedRead> {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    read_key(route, path_and_query, request_tenant(&parts.headers), body)
+}
+
 /// The scope a write acts on: `user_id` (string) and `agent_id` (string or null/absent).
 pub fn write_scope(tenant: Tenant, body: &[u8]) -> Option<Scope> {
     let mut fields: Map<String, Value> = serde_json::from_slice(body).ok()?;

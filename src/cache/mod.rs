@@ -10,7 +10,8 @@ pub mod similar;
 pub mod store;
 
 pub use key::{
-    read_key, request_tenant, tenant_of, write_scope, CacheKey, KeyedRead, Scope, Tenant,
+    read_key, request_key, request_tenant, tenant_of, write_scope, CacheKey, KeyedRead, Scope,
+    Tenant,
 };
 pub use scope::{Generations, Invalidate, Scopes};
 pub use store::{Entry, Lifetimes, Lookup, Store};

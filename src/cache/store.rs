@@ -7,6 +7,7 @@
 //! its TTL, or superseded by an invalidation, may still be served by [`Store::stale_if_error`]
 //! when memU cannot answer, within the stale-if-error window, but never as a normal hit.
 //! Entries are weighed in bytes (body, headers, key, bookkeeping) so `max_bytes` means bytes.
+//! The store exports its size and evictions at scrape time (its [`Collector`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,12 +15,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Unit;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 use tokio::time::Instant;
 
 use super::key::CacheKey;
 use super::scope::Generations;
+use crate::metrics;
 
 /// One stored answer.
 #[derive(Debug)]
@@ -173,6 +178,41 @@ impl Store {
 
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("entries", &self.len())
+            .field("weight", &self.weight())
+            .field("lifetimes", &self.lifetimes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for Store {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        metrics::counter(
+            &mut encoder,
+            "cache_evictions",
+            "Entries evicted to stay within cache.max_bytes",
+            self.evictions(),
+        )?;
+        metrics::gauge(
+            &mut encoder,
+            "cache_entries",
+            "Entries in the cache",
+            None,
+            self.len() as u64,
+        )?;
+        metrics::gauge(
+            &mut encoder,
+            "cache",
+            "Weighed size of the cache",
+            Some(&Unit::Bytes),
+            self.weight(),
+        )
     }
 }
 

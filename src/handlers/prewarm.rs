@@ -10,21 +10,21 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self};
-use http::{Method, Request, StatusCode};
-use http_body::Body;
+use http::header;
+use http::{request, Method, Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
-
 use tokio::time::Instant;
 
-use crate::body::BoxError;
-use crate::cache::Lookup;
-use crate::error::ProxyError;
-use crate::metrics::Outcome;
-use crate::proxy::{json_response, read_body, Handled, Proxy};
-use crate::read::{keyed_read, start_background};
+use crate::body::ProxyBody;
+use crate::cache::{request_key, Lookup};
+use crate::error::{PrewarmError, ProxyError};
+use crate::exchange::read_body;
+use crate::fetch::start_background;
+use crate::outcome::Handled;
+use crate::respond::json;
 use crate::routes::ReadRoute;
+use crate::state::State;
 
 pub const PREWARM_PATH: &str = "/prewarm";
 
@@ -90,77 +90,63 @@ impl Prewarm {
 }
 
 /// Validates a prewarm request, answers 202 and starts its fetches.
-pub async fn handle<B>(proxy: &Arc<Proxy>, request: Request<B>) -> Result<Handled, ProxyError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+pub async fn handle(
+    state: &Arc<State>,
+    request: Request<ProxyBody>,
+) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(body, proxy.max_body_bytes).await?;
-    let prewarm = match parse(&body) {
-        Ok(prewarm) => prewarm,
-        Err(detail) => return Ok(rejected(&detail)),
-    };
-    let retrievals = prewarm.retrievals();
+    let body = read_body(state, body).await?;
+    let retrievals = parse(&body)?.retrievals();
     let fetches = retrievals.len();
-    if proxy.cache_enabled {
+    if state.cache_enabled {
         for (route, path, body) in retrievals {
-            let mut request = Request::builder().method(Method::POST).uri(path.as_str());
-            if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
-                request = request.header(header::AUTHORIZATION, auth);
-            }
-            let request = request
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::ACCEPT, "application/json")
-                .body(())
-                .map_err(ProxyError::BadRequest)?;
-            let (parts, ()) = request.into_parts();
-            let body = Bytes::from(body.to_string());
-            let Some(read) = keyed_read(route, &parts, &body) else {
-                continue;
-            };
-            let generations = proxy.scopes.current(&read.key.scope);
-            // Already fresh: nothing to fetch.
-            if let Lookup::Fresh(_) = proxy.store.lookup(&read.key, generations, Instant::now()) {
-                continue;
-            }
-            start_background(proxy, &read, generations, &parts, body);
+            let parts = retrieval_parts(&parts, &path)?;
+            warm(state, route, &parts, Bytes::from(body.to_string()));
         }
     }
-    proxy.metrics.prewarm();
-    let mut response = json_response(
-        json!({"status": "accepted", "fetches": fetches})
-            .to_string()
-            .into(),
-    );
-    *response.status_mut() = StatusCode::ACCEPTED;
-    Ok(Handled {
-        response,
-        outcome: Outcome::Local,
-        upstream: None,
-    })
+    state.metrics.prewarm();
+    let body = json!({"status": "accepted", "fetches": fetches});
+    Ok(Handled::local(json(
+        StatusCode::ACCEPTED,
+        body.to_string().into(),
+    )))
 }
 
-fn parse(body: &[u8]) -> Result<Prewarm, String> {
-    let prewarm: Prewarm =
-        serde_json::from_slice(body).map_err(|e| format!("invalid prewarm body: {e}"))?;
+/// The head of one prewarmed retrieval, as the SDK sends it, with the caller's credentials.
+fn retrieval_parts(prewarm: &request::Parts, path: &str) -> Result<request::Parts, ProxyError> {
+    let mut request = Request::builder().method(Method::POST).uri(path);
+    if let Some(auth) = prewarm.headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, auth);
+    }
+    let request = request
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json")
+        .body(())
+        .map_err(ProxyError::BadRequest)?;
+    Ok(request.into_parts().0)
+}
+
+/// Starts the background fetch of one retrieval unless the cache already holds it fresh.
+fn warm(state: &Arc<State>, route: ReadRoute, parts: &request::Parts, body: Bytes) {
+    let Some(read) = request_key(route, parts, &body) else {
+        return;
+    };
+    let generations = state.scopes.current(&read.key.scope);
+    if let Lookup::Fresh(_) = state.store.lookup(&read.key, generations, Instant::now()) {
+        return;
+    }
+    start_background(state, &read, generations, parts, body);
+}
+
+fn parse(body: &[u8]) -> Result<Prewarm, PrewarmError> {
+    let prewarm: Prewarm = serde_json::from_slice(body).map_err(PrewarmError::Body)?;
     if prewarm.queries.len() > MAX_QUERIES {
-        return Err(format!("at most {MAX_QUERIES} queries per prewarm"));
+        return Err(PrewarmError::TooManyQueries { max: MAX_QUERIES });
     }
     if !prewarm.min_similarity.is_finite() {
-        return Err("min_similarity must be a number".into());
+        return Err(PrewarmError::MinSimilarity);
     }
     Ok(prewarm)
-}
-
-fn rejected(detail: &str) -> Handled {
-    let mut response = json_response(json!({ "detail": detail }).to_string().into());
-    *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    Handled {
-        response,
-        outcome: Outcome::Error,
-        upstream: None,
-    }
 }
 
 #[cfg(test)]

@@ -9,53 +9,50 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::Request;
-use http_body::Body;
 use serde::Deserialize;
 
-use crate::body::BoxError;
+use crate::body::ProxyBody;
 use crate::cache::{request_tenant, write_scope, Invalidate, Scope};
 use crate::error::ProxyError;
-use crate::metrics::{InvalidationCause, Outcome, RouteClassLabel};
-use crate::proxy::{forwarded, read_body, Handled, Proxy};
+use crate::exchange::{deadline, forward_buffered, read_body};
+use crate::metrics::InvalidationCause;
+use crate::outcome::{Handled, Outcome, RouteClassLabel};
+use crate::respond::forwarded;
 use crate::routes::WriteRoute;
+use crate::state::State;
+use crate::tasks;
 
 /// Handles one memorize or delete.
-pub async fn handle<B>(
-    proxy: &Arc<Proxy>,
+pub async fn handle(
+    state: &Arc<State>,
     route: WriteRoute,
-    request: Request<B>,
-) -> Result<Handled, ProxyError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+    request: Request<ProxyBody>,
+) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(body, proxy.max_body_bytes).await?;
+    let body = read_body(state, body).await?;
     let tenant = request_tenant(&parts.headers);
     let target = write_scope(tenant, &body).map(|scope| {
         let what = invalidation_for(route, &scope);
         (scope, what)
     });
     if let Some((scope, what)) = &target {
-        proxy.invalidate(scope, *what, InvalidationCause::Write);
+        state.invalidate(scope, *what, InvalidationCause::Write);
     }
 
-    let (result, upstream) = proxy
-        .forward_buffered(&parts, body, RouteClassLabel::Write, proxy.deadline())
-        .await;
-    let answer = result?;
+    let exchanged =
+        forward_buffered(state, &parts, body, RouteClassLabel::Write, deadline(state)).await;
+    let answer = exchanged.result?;
 
     if let (true, Some((scope, what))) = (answer.status.is_success(), target) {
-        proxy.invalidate(&scope, what, InvalidationCause::Write);
+        state.invalidate(&scope, what, InvalidationCause::Write);
         if route == WriteRoute::Memorize {
             if let Some(task_id) = task_id(&answer.body) {
-                crate::tasks::track(proxy, &parts, task_id, scope, what);
+                tasks::track(state, &parts, task_id, scope, what);
             }
         }
     }
-    Ok(forwarded(&answer, upstream, Outcome::Miss))
+    Ok(forwarded(&answer, exchanged.upstream, Outcome::Miss))
 }
 
 /// A delete with `agent_id: null` covers all of the user's agents; anything else covers the

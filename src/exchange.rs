@@ -1,0 +1,72 @@
+//! One buffered exchange with memU on behalf of a handler: read the client's body, forward it,
+//! read the whole answer, all within a deadline, and time it into the metrics.
+//!
+//! Used where the proxy must read what memU says: writes, watched task polls, the cache bypass,
+//! and the proxy's own task polls. Streaming pass-through and the coalesced spawned fetch call
+//! the upstream client themselves (`handlers/passthrough.rs`, `fetch.rs`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use crate::body::{full, is_length_limit, ProxyBody};
+use crate::error::ProxyError;
+use crate::outcome::RouteClassLabel;
+use crate::state::State;
+use crate::upstream::{Buffered, Encoding, UpstreamError};
+
+/// The result of a buffered exchange and how long memU took.
+#[derive(Debug)]
+pub struct Exchanged {
+    pub result: Result<Buffered, UpstreamError>,
+    pub upstream: Duration,
+}
+
+/// Reads a whole request body. Its size is bounded by the `RequestBodyLimitLayer` around every
+/// handler (`stack.rs`); crossing that bound is reported as 413, any other failure as 400.
+pub async fn read_body(state: &State, body: ProxyBody) -> Result<Bytes, ProxyError> {
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if is_length_limit(error.as_ref()) => Err(ProxyError::BodyTooLarge {
+            limit: state.max_body_bytes,
+        }),
+        Err(error) => Err(ProxyError::BodyRead(error)),
+    }
+}
+
+/// The hard deadline of an exchange starting now.
+pub fn deadline(state: &State) -> Instant {
+    Instant::now() + state.upstream.timeout()
+}
+
+/// Forwards a request whose body the proxy has read, and reads the whole answer unencoded, within
+/// `deadline` (at most the hard timeout); the exchange is timed into the metrics.
+pub async fn forward_buffered(
+    state: &State,
+    parts: &http::request::Parts,
+    body: Bytes,
+    class: RouteClassLabel,
+    deadline: Instant,
+) -> Exchanged {
+    let request = match state
+        .upstream
+        .request(parts, full(body), Encoding::Identity)
+    {
+        Ok(request) => request,
+        Err(e) => {
+            return Exchanged {
+                result: Err(UpstreamError::Exchange(Box::new(e))),
+                upstream: Duration::ZERO,
+            }
+        }
+    };
+    let started = Instant::now();
+    let result = state.upstream.exchange(request, deadline).await;
+    let upstream = started.elapsed();
+    if !matches!(result, Err(UpstreamError::CircuitOpen(_))) {
+        state.metrics.upstream(class, upstream);
+    }
+    Exchanged { result, upstream }
+}

@@ -1,0 +1,40 @@
+//! The proxy's own endpoints: `GET /metrics` (Prometheus text) and `GET /healthz`.
+//!
+//! memU has neither path, so both are served on the main listener, and on the optional admin
+//! listener, which serves nothing else (its 404 is dispatch's, `handlers/mod.rs`).
+
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::body::full;
+use crate::outcome::Handled;
+use crate::respond::json;
+use crate::state::State;
+
+pub const METRICS_PATH: &str = "/metrics";
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// True for the requests the proxy answers itself.
+pub fn is_admin_path(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && (path == METRICS_PATH || path == HEALTH_PATH)
+}
+
+/// Serves `/metrics` or `/healthz` (callers check [`is_admin_path`] first).
+pub fn serve(state: &State, path: &str) -> Handled {
+    let response = if path == METRICS_PATH {
+        let mut response = Response::new(full(state.render_metrics()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        response
+    } else {
+        let circuit = state.circuit.state().as_str();
+        json(
+            StatusCode::OK,
+            format!(r#"{{"status":"ok","circuit":"{circuit}"}}"#).into(),
+        )
+    };
+    Handled::local(response)
+}

@@ -1,0 +1,119 @@
+//! Per-request dispatch: box the body once, classify the request, call one handler, and turn
+//! its error, if any, into the response, in this one place.
+//!
+//! | handler | requests |
+//! |---|---|
+//! | [`admin`] | `GET /metrics`, `GET /healthz` (and the admin-only listener) |
+//! | [`prewarm`] | `POST /prewarm` |
+//! | [`read`] | cacheable retrievals |
+//! | [`write`] | memorize, delete |
+//! | [`passthrough`] | task-status polls and everything else |
+//!
+//! Handlers take a `Request<ProxyBody>` and return a [`Handled`] or a [`ProxyError`]; dispatch
+//! attaches the [`RequestInfo`] the outer layer (`stack.rs`) logs and counts. Handlers import
+//! only downward (fetch, exchange, respond, tasks, state), never from each other except
+//! prewarm's use of the read path's key.
+
+pub mod admin;
+pub mod passthrough;
+pub mod prewarm;
+pub mod read;
+pub mod write;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+
+use crate::body::{BoxError, ProxyBody};
+use crate::error::ProxyError;
+use crate::headers::CacheStatus;
+use crate::outcome::{Handled, Outcome, RequestInfo, RouteClassLabel};
+use crate::respond::set_cache_status;
+use crate::routes::{classify, RouteClass};
+use crate::state::State;
+
+/// Handles one request on the main listener; never fails (errors become responses here).
+pub async fn dispatch<B>(state: Arc<State>, request: Request<B>) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let (route_class, result) = match classify(&method, &path) {
+        _ if admin::is_admin_path(&method, &path) => {
+            (RouteClassLabel::Admin, Ok(admin::serve(&state, &path)))
+        }
+        _ if prewarm::is_prewarm(&method, &path) => (
+            RouteClassLabel::Admin,
+            prewarm::handle(&state, request).await,
+        ),
+        RouteClass::Read(route) => (
+            RouteClassLabel::Read,
+            read::handle(&state, route, request).await,
+        ),
+        RouteClass::Write(route) => (
+            RouteClassLabel::Write,
+            write::handle(&state, route, request).await,
+        ),
+        RouteClass::TaskStatus { task_id } => {
+            let task_id: Box<str> = task_id.into();
+            (
+                RouteClassLabel::Status,
+                passthrough::task_status(&state, &task_id, request).await,
+            )
+        }
+        RouteClass::PassThrough => (
+            RouteClassLabel::Passthrough,
+            passthrough::handle(&state, request).await,
+        ),
+    };
+    respond(route_class, method, path, result)
+}
+
+/// Handles one request on the admin-only listener: admin paths, 404 for everything else.
+pub async fn dispatch_admin<B>(state: Arc<State>, request: Request<B>) -> Response<ProxyBody> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let result = if admin::is_admin_path(&method, &path) {
+        Ok(admin::serve(&state, &path))
+    } else {
+        Err(ProxyError::NotFound)
+    };
+    respond(RouteClassLabel::Admin, method, path, result)
+}
+
+/// The response for a handler's result, with the [`RequestInfo`] attached.
+fn respond(
+    route_class: RouteClassLabel,
+    method: Method,
+    path: String,
+    result: Result<Handled, ProxyError>,
+) -> Response<ProxyBody> {
+    let Handled {
+        mut response,
+        outcome,
+        upstream,
+    } = result.unwrap_or_else(|error| {
+        tracing::debug!(%error, "proxy error response");
+        let mut response = error.into_response();
+        set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
+        Handled {
+            response,
+            outcome: Outcome::Error,
+            upstream: None,
+        }
+    });
+    response.extensions_mut().insert(RequestInfo {
+        route_class,
+        outcome,
+        upstream,
+        method,
+        path,
+    });
+    response
+}

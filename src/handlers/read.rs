@@ -1,0 +1,207 @@
+//! Cacheable retrievals: key → lookup → (coalesced) fetch → wait → answer, stale, or fallback.
+//!
+//! With a latency budget, a miss is answered when the budget runs out (stale if the cache has an
+//! answer within its stale-if-error window, else empty) while the spawned fetch (`fetch.rs`) runs
+//! on to the hard deadline and fills the cache for the next turn.
+//!
+//! A retrieval always gets an answer the SDK can parse: the cached one, memU's own, or, when
+//! memU fails or misses the deadline, the empty fallback. Upstream 4xx answers (a 422 for a bad
+//! body) pass through unchanged and are never stored. The decisions are pure (`decide.rs`), the
+//! responses built in `respond.rs`; this file is the order of the steps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{request, Request};
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::cache::{request_key, Entry, Generations, KeyedRead, Lookup};
+use crate::decide::{judge, repair, waiter_answer, Judgement, Waited, WaiterAnswer};
+use crate::error::ProxyError;
+use crate::exchange::{deadline, forward_buffered, read_body};
+use crate::fallback::FallbackReason;
+use crate::fetch::{self, Joining};
+use crate::headers::{client_cache, request_budget, ClientCache, Fwd};
+use crate::outcome::{Handled, Outcome, RouteClassLabel};
+use crate::respond::{self, add_timing, Forwarded, HitKind};
+use crate::routes::ReadRoute;
+use crate::state::State;
+
+/// Handles one retrieval.
+pub async fn handle(
+    state: &Arc<State>,
+    route: ReadRoute,
+    request: Request<ProxyBody>,
+) -> Result<Handled, ProxyError> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let budget = request_budget(&parts.headers, state.budget, state.upstream.timeout())?;
+    let body = read_body(state, body).await?;
+    // The hard deadline bounds memU's part, so it starts once the body is in; the budget is the
+    // client's, so it counts from the request's arrival.
+    let hard_deadline = deadline(state);
+    let answer_by = budget.map_or(hard_deadline, |budget| {
+        (started + budget).min(hard_deadline)
+    });
+    let mode = client_cache(&parts.headers);
+    // Keyed even when the cache is off: the key carries the query the fallback echoes.
+    let read = match request_key(route, &parts, &body) {
+        Some(read) if state.cache_enabled && mode != ClientCache::Bypass => read,
+        read => return bypass(state, route, &parts, body, read, hard_deadline).await,
+    };
+
+    let generations = state.scopes.current(&read.key.scope);
+    if mode == ClientCache::Normal {
+        if let Some(handled) = lookup(state, &read, generations, &parts, &body) {
+            return Ok(timed(handled, started));
+        }
+    }
+    let looked_up = started.elapsed();
+
+    let Some(Joining { rx, collapsed }) = fetch::join(state, &read, generations, &parts, body)?
+    else {
+        return Ok(stale_or_empty(
+            state,
+            route,
+            &read,
+            FallbackReason::Overload,
+            None,
+        ));
+    };
+    let waited = match tokio::time::timeout_at(answer_by, crate::cache::inflight::outcome(rx)).await
+    {
+        Ok(Some(fetched)) => Waited::Done(fetched),
+        Ok(None) => Waited::Abandoned,
+        Err(_) => Waited::OutOfTime {
+            budget: answer_by < hard_deadline,
+            waited: started.elapsed(),
+        },
+    };
+    let mut handled = match waiter_answer(&waited) {
+        WaiterAnswer::Answer {
+            answer,
+            stored,
+            upstream,
+        } => {
+            // RFC 9211: `fwd=request` when the client's `no-cache` ruled out a stored answer.
+            let fwd = match mode {
+                ClientCache::Revalidate => Fwd::Request,
+                ClientCache::Normal | ClientCache::Bypass => Fwd::Miss,
+            };
+            respond::fetched(answer, stored, upstream, Forwarded { fwd, collapsed })
+        }
+        WaiterAnswer::StaleOrEmpty { reason, upstream } => {
+            stale_or_empty(state, route, &read, reason, upstream)
+        }
+    };
+    let upstream = handled.upstream.unwrap_or_default();
+    add_timing(
+        handled.response.headers_mut(),
+        &[("cache", looked_up), ("upstream", upstream)],
+    );
+    Ok(handled)
+}
+
+/// A cached answer for this read, if the cache has one to serve now: fresh, stale while a
+/// refresh starts, or a near-duplicate's.
+fn lookup(
+    state: &Arc<State>,
+    read: &KeyedRead,
+    generations: Generations,
+    parts: &request::Parts,
+    body: &Bytes,
+) -> Option<Handled> {
+    match state.store.lookup(&read.key, generations, Instant::now()) {
+        Lookup::Fresh(entry) => return Some(respond::hit(&entry, HitKind::Fresh)),
+        Lookup::Revalidate(entry) => {
+            fetch::start_background(state, read, generations, parts, body.clone());
+            let kind = HitKind::Stale("stale-while-revalidate");
+            return Some(respond::hit(&entry, kind));
+        }
+        Lookup::Miss => {}
+    }
+    similar_hit(state, read, generations).map(|entry| respond::hit(&entry, HitKind::Similar))
+}
+
+/// A fresh cached answer for a near-duplicate of this query (same scope, route and parameters),
+/// when `cache.similarity_threshold` is on.
+fn similar_hit(state: &State, read: &KeyedRead, generations: Generations) -> Option<Arc<Entry>> {
+    let (index, threshold) = state.similar.as_ref()?;
+    let now = Instant::now();
+    index
+        .find(&read.key, *threshold)
+        .into_iter()
+        .find_map(|key| match state.store.lookup(&key, generations, now) {
+            Lookup::Fresh(entry) => Some(entry),
+            Lookup::Revalidate(_) | Lookup::Miss => None,
+        })
+}
+
+/// A cache answer served without going upstream: the time the lookup took.
+fn timed(mut handled: Handled, started: Instant) -> Handled {
+    add_timing(
+        handled.response.headers_mut(),
+        &[("cache", started.elapsed())],
+    );
+    handled
+}
+
+/// When memU cannot answer in time: a stale answer within the stale-if-error window, else the
+/// empty fallback; either is counted.
+fn stale_or_empty(
+    state: &State,
+    route: ReadRoute,
+    read: &KeyedRead,
+    reason: FallbackReason,
+    upstream: Option<Duration>,
+) -> Handled {
+    match state.store.stale_if_error(&read.key, Instant::now()) {
+        Some(entry) => {
+            state.metrics.stale_served(reason);
+            respond::stale(&entry, reason, upstream)
+        }
+        None => fallback(state, route, read, reason, upstream),
+    }
+}
+
+/// The empty answer, echoing this request's own query; counted.
+fn fallback(
+    state: &State,
+    route: ReadRoute,
+    read: &KeyedRead,
+    reason: FallbackReason,
+    upstream: Option<Duration>,
+) -> Handled {
+    state.metrics.fallback(reason);
+    respond::fallback(route, read.raw_query.as_deref(), reason, upstream)
+}
+
+/// Forwards without the cache: `no-store`, caching disabled, or a body that cannot be keyed
+/// (forwarded untouched; memU answers it, typically with 422). Keyable reads still fall back on
+/// failure; unkeyable ones get honest errors, since there is no query to echo.
+async fn bypass(
+    state: &State,
+    route: ReadRoute,
+    parts: &request::Parts,
+    body: Bytes,
+    read: Option<KeyedRead>,
+    deadline: Instant,
+) -> Result<Handled, ProxyError> {
+    let exchanged = forward_buffered(state, parts, body, RouteClassLabel::Read, deadline).await;
+    let upstream = exchanged.upstream;
+    Ok(match read {
+        Some(read) => match repair(judge(exchanged.result), state.fill_null_timestamps) {
+            Judgement::Fallback(reason) => {
+                let mut handled = fallback(state, route, &read, reason, Some(upstream));
+                add_timing(handled.response.headers_mut(), &[("upstream", upstream)]);
+                handled
+            }
+            Judgement::Answer { answer, .. } => {
+                respond::forwarded(&answer, upstream, Outcome::Bypass)
+            }
+        },
+        None => respond::forwarded(&exchanged.result?, upstream, Outcome::Bypass),
+    })
+}

@@ -1,0 +1,106 @@
+//! What a handler returns, and what the outer layer logs and counts of it.
+//!
+//! Handlers (`handlers/`) produce a [`Handled`]: the response plus how the request ended
+//! ([`Outcome`]) and how long memU took. Dispatch attaches a [`RequestInfo`] to the response;
+//! the outermost layer (`stack.rs`) takes it off again to write the log line and the request
+//! metrics. Plain values: nothing here touches the network or the cache.
+
+use std::time::Duration;
+
+use http::{Method, Response};
+
+use crate::body::ProxyBody;
+
+/// Which kind of route a request took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClassLabel {
+    Read,
+    Write,
+    Status,
+    Passthrough,
+    Admin,
+    Unknown,
+}
+
+/// How a request ended, from the cache's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Answered from the cache.
+    Hit,
+    /// Forwarded to memU (cache miss, or a route the cache does not handle).
+    Miss,
+    /// Waited on another request's identical upstream fetch.
+    Coalesced,
+    /// Forwarded without using the cache (`no-store`, uncacheable body).
+    Bypass,
+    /// Answered with the empty fallback.
+    Fallback,
+    /// Answered with an error the proxy produced (413, 502, 504 …).
+    Error,
+    /// Answered from the fresh cached answer of a near-duplicate query.
+    SimilarHit,
+    /// Answered from a stale cache entry (stale-while-revalidate, or instead of the fallback).
+    Stale,
+    /// Served by the proxy itself (`/metrics`, `/healthz`, `/prewarm`).
+    Local,
+}
+
+impl RouteClassLabel {
+    /// The label value in metrics and logs.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            RouteClassLabel::Read => "read",
+            RouteClassLabel::Write => "write",
+            RouteClassLabel::Status => "status",
+            RouteClassLabel::Passthrough => "passthrough",
+            RouteClassLabel::Admin => "admin",
+            RouteClassLabel::Unknown => "unknown",
+        }
+    }
+}
+
+impl Outcome {
+    /// The label value in metrics and logs.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::SimilarHit => "similar_hit",
+            Outcome::Miss => "miss",
+            Outcome::Coalesced => "coalesced",
+            Outcome::Bypass => "bypass",
+            Outcome::Fallback => "fallback",
+            Outcome::Error => "error",
+            Outcome::Stale => "stale",
+            Outcome::Local => "local",
+        }
+    }
+}
+
+/// What a handler produced, before the common finishing.
+pub struct Handled {
+    pub response: Response<ProxyBody>,
+    pub outcome: Outcome,
+    /// How long memU took, when it was asked.
+    pub upstream: Option<Duration>,
+}
+
+impl Handled {
+    /// A response the proxy answered itself, without asking memU.
+    pub fn local(response: Response<ProxyBody>) -> Self {
+        Self {
+            response,
+            outcome: Outcome::Local,
+            upstream: None,
+        }
+    }
+}
+
+/// Attached to every response for the outer logging/metrics layer.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub route_class: RouteClassLabel,
+    pub outcome: Outcome,
+    pub upstream: Option<Duration>,
+    pub method: Method,
+    pub path: String,
+}

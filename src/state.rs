@@ -1,0 +1,139 @@
+//! The state every handler shares: the upstream client, the cache and its indexes, the task map,
+//! the bounds on background work, and the metrics registry.
+//!
+//! Built once from the validated [`Config`] by [`State::new`], which is also where the metrics
+//! [`Registry`] is filled: each component registers what it exports, and the registry is never
+//! changed afterwards. This file decides nothing about requests; it sits below the handlers and
+//! above the components it owns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+use quick_cache::sync::Cache as BoundedMap;
+use tokio::sync::Semaphore;
+
+use crate::cache::inflight::Inflight;
+use crate::cache::similar::SimilarIndex;
+use crate::cache::{CacheKey, Generations, Invalidate, Lifetimes, Scope, Scopes, Store};
+use crate::circuit::Circuit;
+use crate::config::Config;
+use crate::decide::Fetched;
+use crate::metrics::{self, InvalidationCause, Metrics};
+use crate::upstream::Upstream;
+
+/// A coalesced fetch is identified by the key and the generations it was started under, so a
+/// request arriving after a write never joins a fetch that began before it.
+pub type InflightKey = (CacheKey, Generations);
+
+/// The fetches in flight, by key and generations.
+pub type InflightFetches = Inflight<InflightKey, Arc<Fetched>>;
+
+/// Most memorize tasks polled at once; past it, only clients' own status polls are watched.
+pub const MAX_TASK_POLLERS: usize = 256;
+
+/// Everything the handlers share.
+pub struct State {
+    pub(crate) upstream: Upstream,
+    pub(crate) store: Arc<Store>,
+    pub(crate) scopes: Arc<Scopes>,
+    pub(crate) inflight: Arc<InflightFetches>,
+    /// memorize task id → the scope to invalidate again when the task reports `SUCCESS`.
+    pub(crate) tasks: BoundedMap<Box<str>, (Scope, Invalidate)>,
+    /// Bounds the background polls of memorize tasks (`tasks.rs`).
+    pub(crate) task_pollers: Arc<Semaphore>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Every metric the proxy exports; complete once `new` returns.
+    pub(crate) registry: Registry,
+    pub(crate) cache_enabled: bool,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) fill_null_timestamps: bool,
+    /// The configured latency budget for retrievals (`None`: off).
+    pub(crate) budget: Option<Duration>,
+    /// Bounds the upstream fetches running at once (`latency.max_background_fetches`).
+    pub(crate) fetch_permits: Arc<Semaphore>,
+    /// Permits background fetches (refreshes, prewarms) leave for waiting clients: a quarter.
+    pub(crate) background_reserve: usize,
+    pub(crate) circuit: Arc<Circuit>,
+    /// Near-duplicate lookups and their threshold, when `cache.similarity_threshold` > 0.
+    pub(crate) similar: Option<(SimilarIndex, f64)>,
+}
+
+impl State {
+    pub fn new(config: &Config) -> Self {
+        let mut registry = Registry::with_prefix("memu_proxy");
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let circuit = Arc::new(Circuit::new(&config.circuit));
+        let lifetimes = Lifetimes {
+            ttl: config.cache.ttl,
+            stale_while_revalidate: config.cache.stale_while_revalidate,
+            stale_if_error: config.cache.stale_if_error,
+        };
+        let store = Arc::new(Store::new(config.cache.max_bytes, lifetimes));
+        let scopes = Arc::new(Scopes::new(config.cache.max_scopes));
+        let inflight = Arc::new(InflightFetches::default());
+        registry.register_collector(Box::new(Arc::clone(&store)));
+        registry.register_collector(Box::new(Arc::clone(&scopes)));
+        registry.register_collector(Box::new(Arc::clone(&circuit)));
+        registry.register_collector(Box::new(InflightGauge(Arc::clone(&inflight))));
+        Self {
+            upstream: Upstream::new(&config.upstream, Arc::clone(&circuit)),
+            store,
+            scopes,
+            inflight,
+            tasks: BoundedMap::new(config.cache.max_tracked_tasks),
+            task_pollers: Arc::new(Semaphore::new(MAX_TASK_POLLERS)),
+            metrics,
+            registry,
+            cache_enabled: config.cache.enabled,
+            max_body_bytes: config.max_body_bytes,
+            fill_null_timestamps: config.compat.fill_null_timestamps,
+            budget: config.latency.budget,
+            fetch_permits: Arc::new(Semaphore::new(config.latency.max_background_fetches)),
+            background_reserve: config.latency.max_background_fetches / 4,
+            circuit,
+            similar: (config.cache.similarity_threshold > 0.0).then(|| {
+                // One bucket per stored query at most: bounded like the store itself.
+                let buckets = usize::try_from(config.cache.max_bytes / 1024).unwrap_or(usize::MAX);
+                (
+                    SimilarIndex::new(buckets),
+                    config.cache.similarity_threshold,
+                )
+            }),
+        }
+    }
+
+    /// Bumps the generations a write to `scope` invalidates, and counts it.
+    pub(crate) fn invalidate(&self, scope: &Scope, what: Invalidate, cause: InvalidationCause) {
+        self.scopes.invalidate(scope, what);
+        self.metrics.invalidation(cause);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub(crate) fn render_metrics(&self) -> String {
+        metrics::render(&self.registry)
+    }
+}
+
+/// Exports the number of fetches in flight at scrape time.
+struct InflightGauge(Arc<InflightFetches>);
+
+impl std::fmt::Debug for InflightGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("InflightGauge").field(&self.0.len()).finish()
+    }
+}
+
+impl Collector for InflightGauge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        metrics::gauge(
+            &mut encoder,
+            "inflight_fetches",
+            "Coalesced upstream fetches in flight",
+            None,
+            self.0.len() as u64,
+        )
+    }
+}
