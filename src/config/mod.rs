@@ -171,6 +171,114 @@ mod tests {
         );
     }
 
+    fn problem_keys(s: &Settings) -> Vec<&'static str> {
+        match s.validate() {
+            Err(ConfigError::Invalid(problems)) => problems.iter().map(|p| p.key).collect(),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_bad_value_is_reported_under_its_own_key_only() {
+        const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+        type Spoil = fn(&mut Settings);
+        let cases: &[(&str, Spoil)] = &[
+            ("server.listen", |s| s.server.listen = "nope".into()),
+            ("server.admin_listen", |s| {
+                s.server.admin_listen = Some("nope".into())
+            }),
+            ("server.max_body_bytes", |s| s.server.max_body_bytes = 0),
+            ("server.shutdown_grace_ms", |s| {
+                s.server.shutdown_grace_ms = YEAR_MS + 1000
+            }),
+            ("upstream.url", |s| s.upstream.url = "http://h/?q=1".into()),
+            ("upstream.timeout_ms", |s| s.upstream.timeout_ms = 0),
+            ("upstream.timeout_ms", |s| s.upstream.timeout_ms = 600_001),
+            ("upstream.max_response_bytes", |s| {
+                s.upstream.max_response_bytes = 0
+            }),
+            ("upstream.pool_idle_timeout_secs", |s| {
+                s.upstream.pool_idle_timeout_secs = u64::MAX
+            }),
+            ("cache.ttl_secs", |s| s.cache.ttl_secs = 0),
+            ("cache.ttl_secs", |s| s.cache.ttl_secs = u64::MAX),
+            ("cache.stale_while_revalidate_secs", |s| {
+                s.cache.stale_while_revalidate_secs = u64::MAX
+            }),
+            ("cache.stale_if_error_secs", |s| {
+                s.cache.stale_if_error_secs = u64::MAX
+            }),
+            ("cache.max_bytes", |s| s.cache.max_bytes = 4095),
+            ("cache.similarity_threshold", |s| {
+                s.cache.similarity_threshold = 1.01
+            }),
+            ("cache.similarity_threshold", |s| {
+                s.cache.similarity_threshold = f64::NAN
+            }),
+            ("cache.max_scopes", |s| s.cache.max_scopes = 0),
+            ("cache.max_tracked_tasks", |s| s.cache.max_tracked_tasks = 0),
+            ("latency.budget_ms", |s| s.latency.budget_ms = 2_001),
+            ("latency.max_background_fetches", |s| {
+                s.latency.max_background_fetches = 0
+            }),
+            ("circuit.cool_down_ms", |s| s.circuit.cool_down_ms = 0),
+            ("circuit.cool_down_ms", |s| {
+                s.circuit.cool_down_ms = YEAR_MS + 1000
+            }),
+        ];
+        for (key, spoil) in cases {
+            let mut s = Settings::default();
+            spoil(&mut s);
+            assert_eq!(problem_keys(&s), [*key]);
+        }
+    }
+
+    #[test]
+    fn problems_come_section_by_section_in_file_order() {
+        let mut s = Settings::default();
+        s.server.listen = "nope".into();
+        s.server.admin_listen = Some("nope".into());
+        s.server.max_body_bytes = 0;
+        s.server.shutdown_grace_ms = u64::MAX;
+        s.upstream.url = "ftp://x".into();
+        s.upstream.timeout_ms = 0;
+        s.upstream.max_response_bytes = 0;
+        s.upstream.pool_idle_timeout_secs = u64::MAX;
+        s.cache.ttl_secs = 0;
+        s.cache.max_bytes = 0;
+        s.cache.stale_while_revalidate_secs = u64::MAX;
+        s.cache.stale_if_error_secs = u64::MAX;
+        s.cache.similarity_threshold = -1.0;
+        s.cache.max_scopes = 0;
+        s.cache.max_tracked_tasks = 0;
+        s.latency.budget_ms = 1;
+        s.latency.max_background_fetches = 0;
+        s.circuit.cool_down_ms = 0;
+        assert_eq!(
+            problem_keys(&s),
+            [
+                "server.listen",
+                "server.admin_listen",
+                "server.max_body_bytes",
+                "server.shutdown_grace_ms",
+                "upstream.url",
+                "upstream.timeout_ms",
+                "upstream.max_response_bytes",
+                "upstream.pool_idle_timeout_secs",
+                "cache.ttl_secs",
+                "cache.max_bytes",
+                "cache.stale_while_revalidate_secs",
+                "cache.stale_if_error_secs",
+                "cache.similarity_threshold",
+                "cache.max_scopes",
+                "cache.max_tracked_tasks",
+                "latency.budget_ms",
+                "latency.max_background_fetches",
+                "circuit.cool_down_ms",
+            ]
+        );
+    }
+
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = Settings::from_toml("[cache]\nttl_sec = 5\n", "t.toml").unwrap_err();
