@@ -1,7 +1,7 @@
 //! The one place where the service stack's layer order is written down.
 //!
 //! Outermost first:
-//! 1. [`finish`]: measures the whole request, appends `Server-Timing: proxy;dur=…`, makes sure
+//! 1. `finish`: measures the whole request, appends `Server-Timing: proxy;dur=…`, makes sure
 //!    `Cache-Status` is present, records the request metrics and writes the one log line.
 //! 2. `CatchPanicLayer`: a bug in a handler becomes a 500 `{"detail": …}`, not a dropped connection.
 //! 3. `SetSensitiveRequestHeadersLayer`: `Authorization` is never printed by tracing.

@@ -6,7 +6,7 @@
 //! | [`admin`] | `GET /metrics`, `GET /healthz` (and the admin-only listener) |
 //! | [`prewarm`] | `POST /prewarm` |
 //! | [`read`] | cacheable retrievals |
-//! | [`write`] | memorize, delete |
+//! | [`write`](mod@write) | memorize, delete |
 //! | [`passthrough`] | task-status polls and everything else |
 //!
 //! Handlers take a `Request<ProxyBody>` and return a [`Handled`] or a [`ProxyError`]; dispatch
