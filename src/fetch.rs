@@ -21,7 +21,7 @@ use crate::error::ProxyError;
 use crate::metrics::BackgroundEvent;
 use crate::outcome::RouteClassLabel;
 use crate::state::{InflightKey, State};
-use crate::upstream::{Encoding, UpstreamError};
+use crate::upstream::{Buffered, Encoding, UpstreamError};
 
 /// Where a waiter learns the fetch's result.
 pub type FetchReceiver = watch::Receiver<Option<Arc<Fetched>>>;
@@ -126,11 +126,7 @@ async fn run(
 }
 
 /// Stores a cacheable answer when [`admit`] allows; true if it was stored.
-fn store(
-    state: &State,
-    (key, generations): &InflightKey,
-    answer: &crate::upstream::Buffered,
-) -> bool {
+fn store(state: &State, (key, generations): &InflightKey, answer: &Buffered) -> bool {
     let current = state.scopes.current(&key.scope);
     if !admit(*generations, current, || {
         state.store.holds_current(key, current)

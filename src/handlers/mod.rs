@@ -11,8 +11,8 @@
 //!
 //! Handlers take a `Request<ProxyBody>` and return a [`Handled`] or a [`ProxyError`]; dispatch
 //! attaches the [`RequestInfo`] the outer layer (`stack.rs`) logs and counts. Handlers import
-//! only downward (fetch, exchange, respond, tasks, state), never from each other except
-//! prewarm's use of the read path's key.
+//! only downward (fetch, exchange, respond, tasks, state, and the leaves below them), never from
+//! each other or from this file.
 
 pub mod admin;
 pub mod passthrough;

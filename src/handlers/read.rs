@@ -17,12 +17,13 @@ use http::{request, Request};
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
+use crate::cache::inflight::outcome;
 use crate::cache::{request_key, Entry, Generations, KeyedRead, Lookup};
 use crate::decide::{judge, repair, waiter_answer, Judgement, Waited, WaiterAnswer};
 use crate::error::ProxyError;
 use crate::exchange::{deadline, forward_buffered, read_body};
 use crate::fallback::FallbackReason;
-use crate::fetch::{self, Joining};
+use crate::fetch::{self, FetchReceiver, Joining};
 use crate::headers::{client_cache, request_budget, ClientCache, Fwd};
 use crate::outcome::{Handled, Outcome, RouteClassLabel};
 use crate::respond::{self, add_timing, Forwarded, HitKind};
@@ -70,16 +71,43 @@ pub async fn handle(
             None,
         ));
     };
-    let waited = match tokio::time::timeout_at(answer_by, crate::cache::inflight::outcome(rx)).await
-    {
+    let waited = wait(rx, answer_by, hard_deadline, started).await;
+    let mut handled = answer(state, route, &read, &waited, mode, collapsed);
+    let upstream = handled.upstream.unwrap_or_default();
+    add_timing(
+        handled.response.headers_mut(),
+        &[("cache", looked_up), ("upstream", upstream)],
+    );
+    Ok(handled)
+}
+
+/// Waits for the fetch until the budget or the hard deadline, whichever comes first.
+async fn wait(
+    rx: FetchReceiver,
+    answer_by: Instant,
+    hard_deadline: Instant,
+    started: Instant,
+) -> Waited {
+    match tokio::time::timeout_at(answer_by, outcome(rx)).await {
         Ok(Some(fetched)) => Waited::Done(fetched),
         Ok(None) => Waited::Abandoned,
         Err(_) => Waited::OutOfTime {
             budget: answer_by < hard_deadline,
             waited: started.elapsed(),
         },
-    };
-    let mut handled = match waiter_answer(&waited) {
+    }
+}
+
+/// The response for a client whose wait on a fetch ended as `waited`.
+fn answer(
+    state: &State,
+    route: ReadRoute,
+    read: &KeyedRead,
+    waited: &Waited,
+    mode: ClientCache,
+    collapsed: bool,
+) -> Handled {
+    match waiter_answer(waited) {
         WaiterAnswer::Answer {
             answer,
             stored,
@@ -93,15 +121,9 @@ pub async fn handle(
             respond::fetched(answer, stored, upstream, Forwarded { fwd, collapsed })
         }
         WaiterAnswer::StaleOrEmpty { reason, upstream } => {
-            stale_or_empty(state, route, &read, reason, upstream)
+            stale_or_empty(state, route, read, reason, upstream)
         }
-    };
-    let upstream = handled.upstream.unwrap_or_default();
-    add_timing(
-        handled.response.headers_mut(),
-        &[("cache", looked_up), ("upstream", upstream)],
-    );
-    Ok(handled)
+    }
 }
 
 /// A cached answer for this read, if the cache has one to serve now: fresh, stale while a
