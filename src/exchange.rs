@@ -25,13 +25,11 @@ pub struct Exchanged {
 }
 
 /// Reads a whole request body. Its size is bounded by the `RequestBodyLimitLayer` around every
-/// handler (`stack.rs`); crossing that bound is reported as 413, any other failure as 400.
-pub async fn read_body(state: &State, body: ProxyBody) -> Result<Bytes, ProxyError> {
+/// handler (`stack.rs`) at `limit` bytes; crossing it is reported as 413, any other failure as 400.
+pub async fn read_body(body: ProxyBody, limit: usize) -> Result<Bytes, ProxyError> {
     match body.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if is_length_limit(error.as_ref()) => Err(ProxyError::BodyTooLarge {
-            limit: state.max_body_bytes,
-        }),
+        Err(error) if is_length_limit(error.as_ref()) => Err(ProxyError::BodyTooLarge { limit }),
         Err(error) => Err(ProxyError::BodyRead(error)),
     }
 }

@@ -11,23 +11,25 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`cli`], [`config`] | flags and `proxy.toml` → validated [`config::Config`] |
+//! | [`cli`] | flags → [`config::Settings`] |
 //! | [`server`] | accept loop, HTTP/1+2, graceful shutdown |
 //! | [`stack`] | the tower layer order: timing/logging, panics, sensitive headers, body limit |
 //! | [`handlers`] | dispatch and one handler per route class: read, write, pass-through, prewarm, admin |
+//! | [`tasks`] | memorize tasks: invalidate again on `SUCCESS`, polled in the background |
 //! | [`fetch`] | the coalesced, bounded, spawned upstream fetch behind a miss |
 //! | [`exchange`] | read a request body; one buffered exchange with memU within a deadline |
 //! | [`respond`] | response builders: forwarded, streamed, hit, stale, fallback, JSON |
-//! | [`tasks`] | memorize tasks: invalidate again on `SUCCESS`, polled in the background |
 //! | [`state`] | what every handler shares; builds the metrics registry |
 //! | [`decide`] | pure decisions: judge an upstream result, admit, what a waiter answers |
+//! | [`error`] | the proxy's own error responses, one status per condition |
+//! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
 //! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations, coalescing |
 //! | [`upstream`] | the pooled client, URI rewrite, hop-by-hop headers, deadline |
 //! | [`circuit`] | the circuit breaker every upstream exchange passes |
 //! | [`metrics`] | the request metric families and scrape-time encoders |
 //! | [`outcome`] | what a handler returns: `Handled`, `Outcome`, `RequestInfo` |
-//! | [`error`] | the proxy's own error responses, one status per condition |
-//! | [`fallback`], [`compat`] | the empty answers the SDK parses; opt-in answer repairs (pure) |
+//! | [`fallback`] | the empty answers the SDK parses (pure) |
+//! | [`config`] | `proxy.toml` and flags → validated [`config::Config`] |
 //! | [`headers`] | `Cache-Status`, `Server-Timing`, `Cache-Control`, budget header (pure) |
 //! | [`routes`] | memU route classes (pure) |
 //! | [`body`] | the body types shared by server and client |

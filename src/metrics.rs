@@ -252,6 +252,12 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
+/// The HELP text as `Registry::register` writes it (with a final period), so every family reads
+/// the same whether registered or collected.
+fn sentence(help: &str) -> String {
+    format!("{help}.")
+}
+
 /// Encodes one gauge from a collector, at scrape time.
 pub fn gauge(
     encoder: &mut DescriptorEncoder,
@@ -261,7 +267,8 @@ pub fn gauge(
     value: u64,
 ) -> Result<(), std::fmt::Error> {
     let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-    gauge.encode(encoder.encode_descriptor(name, help, unit, gauge.metric_type())?)
+    let help = sentence(help);
+    gauge.encode(encoder.encode_descriptor(name, &help, unit, gauge.metric_type())?)
 }
 
 /// Encodes one counter (`<name>_total`) from a collector, at scrape time.
@@ -272,7 +279,8 @@ pub fn counter(
     total: u64,
 ) -> Result<(), std::fmt::Error> {
     let counter = ConstCounter::new(total);
-    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
+    let help = sentence(help);
+    counter.encode(encoder.encode_descriptor(name, &help, None, counter.metric_type())?)
 }
 
 /// Encodes a counter family with one label from a collector, at scrape time.
@@ -284,7 +292,8 @@ pub fn counter_family(
     totals: &[(&'static str, u64)],
 ) -> Result<(), std::fmt::Error> {
     let kind = ConstCounter::new(0u64).metric_type();
-    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    let help = sentence(help);
+    let mut family = encoder.encode_descriptor(name, &help, None, kind)?;
     for &(value, total) in totals {
         let labels = [(label, value)];
         ConstCounter::new(total).encode(family.encode_family(&labels)?)?;
@@ -338,6 +347,8 @@ mod tests {
             "memu_proxy_coalesced_waits_total 1",
             "# TYPE memu_proxy_request_duration_seconds histogram",
             "# TYPE memu_proxy_upstream_duration_seconds histogram",
+            "# HELP memu_proxy_requests Requests by route class and outcome.",
+            "# HELP memu_proxy_cache_bytes bytes.",
             "# TYPE memu_proxy_cache_bytes gauge",
             "memu_proxy_cache_bytes 1234",
             "# TYPE memu_proxy_cache_evictions counter",

@@ -9,8 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use quick_cache::sync::Cache as BoundedMap;
 use tokio::sync::Semaphore;
@@ -77,7 +75,7 @@ impl State {
         registry.register_collector(Box::new(Arc::clone(&store)));
         registry.register_collector(Box::new(Arc::clone(&scopes)));
         registry.register_collector(Box::new(Arc::clone(&circuit)));
-        registry.register_collector(Box::new(InflightGauge(Arc::clone(&inflight))));
+        registry.register_collector(Box::new(Arc::clone(&inflight)));
         Self {
             upstream: Upstream::new(&config.upstream, Arc::clone(&circuit)),
             store,
@@ -117,23 +115,67 @@ impl State {
     }
 }
 
-/// Exports the number of fetches in flight at scrape time.
-struct InflightGauge(Arc<InflightFetches>);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::inflight::Joined;
+    use crate::cache::{read_key, tenant_of};
+    use crate::routes::ReadRoute;
+    use bytes::Bytes;
+    use http::HeaderMap;
+    use tokio::time::Instant;
 
-impl std::fmt::Debug for InflightGauge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("InflightGauge").field(&self.0.len()).finish()
-    }
-}
-
-impl Collector for InflightGauge {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        metrics::gauge(
-            &mut encoder,
-            "inflight_fetches",
-            "Coalesced upstream fetches in flight",
-            None,
-            self.0.len() as u64,
+    /// Every component's scrape-time values, non-zero, with the HELP text `register` would write.
+    #[tokio::test]
+    async fn the_exposition_shows_each_components_own_values() {
+        let mut settings = crate::config::Settings::default();
+        settings.circuit.failure_threshold = 1;
+        let state = State::new(&settings.validate().unwrap());
+        let key = read_key(
+            ReadRoute::RelatedMemoryItems,
+            "/p",
+            tenant_of(None),
+            br#"{"user_id":"u","query":"q"}"#,
         )
+        .unwrap()
+        .key;
+        let generations = state.scopes.current(&key.scope);
+        state.store.admit(
+            key.clone(),
+            Bytes::from_static(b"{}"),
+            HeaderMap::new(),
+            generations,
+            Instant::now(),
+        );
+        state.invalidate(&key.scope, Invalidate::Agent, InvalidationCause::Write);
+        let Joined::Leader(_lease) = state.inflight.join(&(key, generations)) else {
+            panic!("the first join leads");
+        };
+        state.circuit.try_pass().unwrap().failure();
+        assert!(state.circuit.try_pass().is_err());
+
+        let text = state.render_metrics();
+        for line in [
+            "memu_proxy_cache_entries 1",
+            "memu_proxy_cache_evictions_total 0",
+            // The key has no agent: its own slot is the (user, null) slot a write also bumps.
+            "memu_proxy_invalidation_scopes 1",
+            "memu_proxy_inflight_fetches 1",
+            "memu_proxy_circuit_state 1",
+            r#"memu_proxy_circuit_transitions_total{to="open"} 1"#,
+            r#"memu_proxy_circuit_transitions_total{to="half_open"} 0"#,
+            r#"memu_proxy_circuit_transitions_total{to="closed"} 0"#,
+            "memu_proxy_circuit_short_circuited_total 1",
+            r#"memu_proxy_cache_invalidations_total{cause="write"} 1"#,
+            "# HELP memu_proxy_cache_entries Entries in the cache.",
+            "# HELP memu_proxy_cache_bytes Weighed size of the cache.",
+            "# TYPE memu_proxy_cache_bytes gauge",
+            "# UNIT memu_proxy_cache_bytes bytes",
+            "# HELP memu_proxy_circuit_state Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            "# HELP memu_proxy_inflight_fetches Coalesced upstream fetches in flight.",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("memu_proxy_cache_bytes 0"), "{text}");
     }
 }

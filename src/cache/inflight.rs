@@ -7,13 +7,17 @@
 //! lease, so a request arriving later finds either the fetch or the stored answer. An uncacheable
 //! outcome (error, 5xx, timeout) wakes every waiter with that outcome too. A task that dies
 //! without completing drops its lease, which unregisters the key and wakes the waiters with
-//! "closed".
+//! "closed". The map exports how many fetches are in flight at scrape time (its [`Collector`]).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use tokio::sync::watch;
+
+use crate::metrics;
 
 /// Fetches in flight, by key.
 pub struct Inflight<K, V> {
@@ -81,6 +85,34 @@ impl<K: Hash + Eq + Clone, V: Clone> Inflight<K, V> {
         {
             map.remove(key);
         }
+    }
+}
+
+impl<K, V> std::fmt::Debug for Inflight<K, V>
+where
+    K: Hash + Eq + Clone,
+    V: Clone,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflight")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl<K, V> Collector for Inflight<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        metrics::gauge(
+            &mut encoder,
+            "inflight_fetches",
+            "Coalesced upstream fetches in flight",
+            None,
+            self.len() as u64,
+        )
     }
 }
 

@@ -35,8 +35,9 @@ use crate::respond::set_cache_status;
 use crate::routes::{classify, RouteClass};
 use crate::state::State;
 
-/// Handles one request on the main listener; never fails (errors become responses here).
-pub async fn dispatch<B>(state: Arc<State>, request: Request<B>) -> Response<ProxyBody>
+/// Handles one request on the main listener; never fails (errors become responses here). Only
+/// `stack.rs` calls it, inside the body-size limit the handlers rely on.
+pub(crate) async fn dispatch<B>(state: Arc<State>, request: Request<B>) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -72,11 +73,14 @@ where
             passthrough::handle(&state, request).await,
         ),
     };
-    respond(route_class, method, path, result)
+    finish(route_class, method, path, result)
 }
 
 /// Handles one request on the admin-only listener: admin paths, 404 for everything else.
-pub async fn dispatch_admin<B>(state: Arc<State>, request: Request<B>) -> Response<ProxyBody> {
+pub(crate) async fn dispatch_admin<B>(
+    state: Arc<State>,
+    request: Request<B>,
+) -> Response<ProxyBody> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let result = if admin::is_admin_path(&method, &path) {
@@ -84,11 +88,11 @@ pub async fn dispatch_admin<B>(state: Arc<State>, request: Request<B>) -> Respon
     } else {
         Err(ProxyError::NotFound)
     };
-    respond(RouteClassLabel::Admin, method, path, result)
+    finish(RouteClassLabel::Admin, method, path, result)
 }
 
 /// The response for a handler's result, with the [`RequestInfo`] attached.
-fn respond(
+fn finish(
     route_class: RouteClassLabel,
     method: Method,
     path: String,

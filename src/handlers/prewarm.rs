@@ -95,7 +95,7 @@ pub async fn handle(
     request: Request<ProxyBody>,
 ) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(state, body).await?;
+    let body = read_body(body, state.max_body_bytes).await?;
     let retrievals = parse(&body)?.retrievals();
     let fetches = retrievals.len();
     if state.cache_enabled {

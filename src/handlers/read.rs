@@ -39,7 +39,7 @@ pub async fn handle(
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let budget = request_budget(&parts.headers, state.budget, state.upstream.timeout())?;
-    let body = read_body(state, body).await?;
+    let body = read_body(body, state.max_body_bytes).await?;
     // The hard deadline bounds memU's part, so it starts once the body is in; the budget is the
     // client's, so it counts from the request's arrival.
     let hard_deadline = deadline(state);
@@ -55,7 +55,7 @@ pub async fn handle(
 
     let generations = state.scopes.current(&read.key.scope);
     if mode == ClientCache::Normal {
-        if let Some(handled) = lookup(state, &read, generations, &parts, &body) {
+        if let Some(handled) = serve_from_cache(state, &read, generations, &parts, &body) {
             return Ok(timed(handled, started));
         }
     }
@@ -126,9 +126,9 @@ fn answer(
     }
 }
 
-/// A cached answer for this read, if the cache has one to serve now: fresh, stale while a
-/// refresh starts, or a near-duplicate's.
-fn lookup(
+/// A cached answer for this read, if the cache has one to serve now: fresh, a near-duplicate's,
+/// or stale within the stale-while-revalidate window, in which case the refresh is started here.
+fn serve_from_cache(
     state: &Arc<State>,
     read: &KeyedRead,
     generations: Generations,

@@ -30,7 +30,7 @@ pub async fn handle(
     request: Request<ProxyBody>,
 ) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(state, body).await?;
+    let body = read_body(body, state.max_body_bytes).await?;
     let tenant = request_tenant(&parts.headers);
     let target = write_scope(tenant, &body).map(|scope| {
         let what = invalidation_for(route, &scope);
