@@ -1,8 +1,13 @@
-//! A stand-in memU for integration tests: the real routes and JSON shapes (memu-api.md §3), a
-//! real hyper server on 127.0.0.1:0, hit counters per route, and knobs for latency and failures.
+//! A stand-in memU for integration tests and benches: the real routes and JSON shapes
+//! (memu-api.md §3), a real hyper server on 127.0.0.1:0, hit counters per route, and knobs for
+//! latency and failures.
 //!
 //! Memories live in memory per (user, agent); a memorize creates a `PENDING` task that becomes
 //! visible only when the test calls [`MemU::complete_tasks`], like memU's background task.
+//!
+//! Start one with [`MemU::start`] (no latency, every request recorded) or configure it first with
+//! [`MemU::builder`]: a latency per route computed from each request, and whether to record
+//! requests at all (a benchmark sending millions must not keep them).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -17,12 +22,17 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 
+use super::own_thread::OwnThread;
+
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// How long the stand-in holds its answer to a request, computed from the request.
+pub type Latency = Arc<dyn Fn(&Seen) -> Duration + Send + Sync>;
 
 /// How the stand-in misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +53,19 @@ pub struct Seen {
     pub body: Bytes,
 }
 
-#[derive(Default)]
 struct State {
     hits: Mutex<HashMap<&'static str, usize>>,
+    /// Woken on every hit, for [`MemU::wait_for_hits`].
+    hit: Notify,
     connections: AtomicUsize,
-    latency_ms: AtomicUsize,
-    route_latency_ms: Mutex<HashMap<&'static str, u64>>,
+    /// The latency of routes without their own; `None`: answer at once.
+    latency: Mutex<Option<Latency>>,
+    route_latency: Mutex<HashMap<&'static str, Latency>>,
     failure: Mutex<Option<Failure>>,
     memories: Mutex<HashMap<(String, String), Vec<String>>>,
     tasks: Mutex<HashMap<String, Task>>,
-    seen: Mutex<Vec<Seen>>,
+    /// Every request received, if recording.
+    seen: Option<Mutex<Vec<Seen>>>,
     /// Released by the test to let the SSE chat stream send its next event.
     chat_step: Notify,
 }
@@ -63,6 +76,94 @@ struct Task {
     content: Vec<String>,
 }
 
+/// Configures a stand-in before it starts; see [`MemU::builder`].
+pub struct MemUBuilder {
+    latency: Option<Latency>,
+    route_latency: HashMap<&'static str, Latency>,
+    record_requests: bool,
+}
+
+impl MemUBuilder {
+    /// Every route without its own latency answers after `latency(request)`.
+    pub fn latency(mut self, latency: impl Fn(&Seen) -> Duration + Send + Sync + 'static) -> Self {
+        self.latency = Some(Arc::new(latency));
+        self
+    }
+
+    /// Requests to `route` (by the names [`MemU::hits`] takes) are answered after
+    /// `latency(request)`; the answer itself reflects memU's state when the request arrived.
+    pub fn route_latency(
+        mut self,
+        route: &'static str,
+        latency: impl Fn(&Seen) -> Duration + Send + Sync + 'static,
+    ) -> Self {
+        self.route_latency.insert(route, Arc::new(latency));
+        self
+    }
+
+    /// Whether to keep every request for [`MemU::seen`] (the default); off, memory stays flat
+    /// however many requests arrive.
+    pub fn record_requests(mut self, record: bool) -> Self {
+        self.record_requests = record;
+        self
+    }
+
+    /// Starts the stand-in on 127.0.0.1:0, serving on the current tokio runtime.
+    pub async fn start(self) -> MemU {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            hits: Mutex::default(),
+            hit: Notify::new(),
+            connections: AtomicUsize::new(0),
+            latency: Mutex::new(self.latency),
+            route_latency: Mutex::new(self.route_latency),
+            failure: Mutex::default(),
+            memories: Mutex::default(),
+            tasks: Mutex::default(),
+            seen: self.record_requests.then(Mutex::default),
+            chat_step: Notify::new(),
+        });
+        tokio::spawn(serve(listener, Arc::clone(&state)));
+        MemU { addr, state }
+    }
+
+    /// Starts the stand-in on its own thread and single-threaded runtime, apart from the caller's
+    /// (a benchmark measures the proxy, not a shared scheduler); it stops when the guard drops.
+    pub fn start_on_own_thread(self) -> OwnThread<MemU> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("stand-in runtime");
+        OwnThread::start("memu-stand-in", runtime, |ready, stop| async move {
+            ready.send(self.start().await);
+            stop.wait().await;
+        })
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        state.connections.fetch_add(1, Ordering::SeqCst);
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(state, req).await) }
+            });
+            let mut builder = ConnBuilder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new());
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 /// Handle to a running stand-in.
 #[derive(Clone)]
 pub struct MemU {
@@ -71,33 +172,18 @@ pub struct MemU {
 }
 
 impl MemU {
-    /// Starts a stand-in on 127.0.0.1:0.
+    /// A stand-in to configure before it starts.
+    pub fn builder() -> MemUBuilder {
+        MemUBuilder {
+            latency: None,
+            route_latency: HashMap::new(),
+            record_requests: true,
+        }
+    }
+
+    /// Starts a stand-in on 127.0.0.1:0: no latency, every request recorded.
     pub async fn start() -> MemU {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State::default());
-        let serving = Arc::clone(&state);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                serving.connections.fetch_add(1, Ordering::SeqCst);
-                let state = Arc::clone(&serving);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(route(state, req).await) }
-                    });
-                    let mut builder = Builder::new(TokioExecutor::new());
-                    builder.http1().timer(TokioTimer::new());
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        MemU { addr, state }
+        MemU::builder().start().await
     }
 
     pub fn url(&self) -> String {
@@ -105,6 +191,7 @@ impl MemU {
     }
 
     /// Requests received on routes whose path ends with `suffix` (e.g. "related-memory-items").
+    /// A request counts when it arrives, before its latency: a hit means memU is working on it.
     pub fn hits(&self, route: &str) -> usize {
         self.state
             .hits
@@ -113,6 +200,25 @@ impl MemU {
             .get(route)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Waits until `route` has had at least `n` hits (so the `n`th request is in flight at memU,
+    /// or answered); panics after 10 s.
+    pub async fn wait_for_hits(&self, route: &str, n: usize) {
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let hit = self.state.hit.notified();
+            tokio::pin!(hit);
+            // Registered before the count is read, so a hit in between is not missed.
+            hit.as_mut().enable();
+            if self.hits(route) >= n {
+                return;
+            }
+            let seen = self.hits(route);
+            if tokio::time::timeout_at(give_up, hit).await.is_err() {
+                panic!("timed out waiting for {n} hits on {route}: {seen} so far");
+            }
+        }
     }
 
     /// Requests received on every route.
@@ -125,19 +231,21 @@ impl MemU {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// A fixed latency for every route without its own.
     pub fn set_latency(&self, latency: Duration) {
-        self.state
-            .latency_ms
-            .store(latency.as_millis() as usize, Ordering::SeqCst);
+        let fixed: Option<Latency> =
+            (!latency.is_zero()).then(|| Arc::new(move |_: &Seen| latency) as Latency);
+        *self.state.latency.lock().unwrap() = fixed;
     }
 
-    /// Latency for one route (by the names [`MemU::hits`] takes), overriding [`MemU::set_latency`].
+    /// A fixed latency for one route (by the names [`MemU::hits`] takes), overriding
+    /// [`MemU::set_latency`].
     pub fn set_route_latency(&self, route: &'static str, latency: Duration) {
         self.state
-            .route_latency_ms
+            .route_latency
             .lock()
             .unwrap()
-            .insert(route, latency.as_millis() as u64);
+            .insert(route, Arc::new(move |_: &Seen| latency));
     }
 
     pub fn set_failure(&self, failure: Failure) {
@@ -168,9 +276,11 @@ impl MemU {
         }
     }
 
-    /// Every request received, oldest first.
+    /// Every request received, oldest first; panics if started with `record_requests(false)`.
     pub fn seen(&self) -> Vec<Seen> {
-        self.state.seen.lock().unwrap().clone()
+        let seen = self.state.seen.as_ref();
+        let seen = seen.expect("this stand-in was started with record_requests(false)");
+        seen.lock().unwrap().clone()
     }
 
     /// Lets the streaming chat answer send its next event.
@@ -197,12 +307,6 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
-    state.seen.lock().unwrap().push(Seen {
-        method: parts.method.clone(),
-        uri: parts.uri.to_string(),
-        headers: parts.headers.clone(),
-        body: body.clone(),
-    });
     let name = if path.contains("/memorize/status/") {
         "status"
     } else {
@@ -212,17 +316,35 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .find(|r| path.ends_with(r))
             .unwrap_or("other")
     };
-    *state.hits.lock().unwrap().entry(name).or_default() += 1;
-
+    let route_latency = state.route_latency.lock().unwrap().get(name).cloned();
+    let latency = route_latency.or_else(|| state.latency.lock().unwrap().clone());
+    // The request as seen, built only when something keeps it or reads it.
+    let seen = (state.seen.is_some() || latency.is_some()).then(|| Seen {
+        method: parts.method.clone(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let delay = match (&latency, &seen) {
+        (Some(latency), Some(seen)) => latency(seen),
+        _ => Duration::ZERO,
+    };
+    if let (Some(all), Some(seen)) = (&state.seen, seen) {
+        all.lock().unwrap().push(seen);
+    }
+    count_hit(&state, name);
     // The answer reflects memU's state when the request arrived; the latency delays its delivery
     // (so a slow answer can predate a write that completes meanwhile).
     let response = answer(&state, name, &parts, &path, &body);
-    let route_latency = state.route_latency_ms.lock().unwrap().get(name).copied();
-    let latency = route_latency.unwrap_or(state.latency_ms.load(Ordering::SeqCst) as u64);
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     response
+}
+
+fn count_hit(state: &State, name: &'static str) {
+    *state.hits.lock().unwrap().entry(name).or_default() += 1;
+    state.hit.notify_waiters();
 }
 
 fn answer(

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod memu;
+pub mod own_thread;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,7 +18,8 @@ use memu_proxy::config::Settings;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub use memu::{Failure, MemU};
+pub use memu::{Failure, MemU, Seen};
+pub use own_thread::OwnThread;
 
 pub const RELATED: &str = "/api/v1/memory/retrieve/related-memory-items";
 pub const DEFAULT_CATEGORIES: &str = "/api/v1/memory/retrieve/default-categories";
