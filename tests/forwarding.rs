@@ -176,7 +176,8 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let url = proxy.url(MEMORIZE);
     let in_flight = tokio::spawn(async move { post(&url, &memorize_body("u", "a", "hi")).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The write is at memU (counted on arrival, answered 300 ms later) when shutdown begins.
+    memu.wait_for_hits("memorize", 1).await;
     let addr = proxy.addr;
     let run = proxy.shutdown();
     let reply = in_flight.await.unwrap();

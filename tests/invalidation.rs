@@ -180,7 +180,7 @@ async fn a_read_that_raced_a_write_is_not_served_as_fresh() {
         let body = body.clone();
         async move { post(&url, &body).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    memu.wait_for_hits("related-memory-items", 1).await;
     let write = post(
         &proxy.url(DELETE),
         &json!({"user_id": "u", "agent_id": "a"}),
@@ -200,19 +200,24 @@ async fn a_read_that_raced_a_write_is_not_served_as_fresh() {
 #[tokio::test]
 async fn a_read_arriving_after_a_write_does_not_join_a_fetch_started_before_it() {
     let memu = MemU::start().await;
-    memu.set_latency(Duration::from_millis(400));
+    // Only the read is slow: the write completes, and the next read arrives, while it is in flight.
+    memu.set_route_latency("related-memory-items", Duration::from_millis(600));
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let body = related_body("u", Some("a"), "pets");
     let before = tokio::spawn({
         let (url, body) = (proxy.url(RELATED), body.clone());
         async move { post(&url, &body).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    memu.wait_for_hits("related-memory-items", 1).await;
     post(
         &proxy.url(DELETE),
         &json!({"user_id": "u", "agent_id": "a"}),
     )
     .await;
+    assert!(
+        !before.is_finished(),
+        "premise: the first fetch is still in flight when the next read arrives"
+    );
     let after = post(&proxy.url(RELATED), &body).await;
     assert!(
         !after.cache_status().contains("collapsed"),
@@ -302,7 +307,7 @@ async fn a_slow_fetch_from_before_a_write_does_not_replace_the_newer_answer() {
         let (url, body) = (proxy.url(RELATED), body.clone());
         async move { post(&url, &body).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    memu.wait_for_hits("related-memory-items", 1).await;
     post(
         &proxy.url(DELETE),
         &json!({"user_id": "u", "agent_id": "a"}),

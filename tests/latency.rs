@@ -181,10 +181,7 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
         started.elapsed() < Duration::from_millis(300),
         "stale answers do not wait for memU"
     );
-    wait_until("the refresh", 5, || async {
-        memu.hits("related-memory-items") == 2
-    })
-    .await;
+    memu.wait_for_hits("related-memory-items", 2).await;
     wait_until("the refreshed entry", 5, || async {
         post(&proxy.url(RELATED), &body).await.cache_status() == "memu-proxy; hit"
     })
@@ -325,7 +322,10 @@ async fn the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() {
     );
 
     memu.set_failure(Failure::None);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    wait_until("the cool-down to pass", 5, || async {
+        get(&proxy.url("/healthz")).await.json()["circuit"] == "half_open"
+    })
+    .await;
     let probe = post(&proxy.url(RELATED), &related_body("u", Some("a"), "q4")).await;
     assert_eq!(probe.cache_status(), "memu-proxy; fwd=miss; stored");
     assert_eq!(
