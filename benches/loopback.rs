@@ -1,10 +1,14 @@
 //! Loopback benchmark: memu-proxy against the loopback floor and against nginx as a caching proxy.
 //!
 //! Everything runs on 127.0.0.1 in one run, side by side:
-//! - a static memU upstream (in-process hyper server on its own thread) answering
-//!   `POST /api/v1/memory/retrieve/related-memory-items` with a fixed ~400-byte JSON body;
-//! - `direct`: the load generator talks to that upstream (the loopback floor);
-//! - `proxy`: memu-proxy, started in-process from the library on its own runtime, built as the binary builds it (`server.worker_threads`);
+//! - the tests' stand-in memU (`tests/support/memu.rs`) on its own thread and single-threaded
+//!   runtime, without latency and without recording requests, with one memory seeded so that
+//!   `POST /api/v1/memory/retrieve/related-memory-items` gets a realistic ~400-byte answer;
+//! - `direct`: the load generator talks to that upstream: the floor, which is the loopback round
+//!   trip plus the stand-in's own work (it parses the JSON request and builds the answer from its
+//!   state, about 5 µs per request more than a static reply on the 2-core CI machine, pinned);
+//! - `proxy`: memu-proxy, started from the library on its own thread, in the runtime the binary
+//!   builds (`memu_proxy::runtime`, `server.worker_threads`), as the tests start it;
 //! - `nginx`: `/usr/sbin/nginx` (Debian `nginx-light`, `scripts/install-bench-deps.sh`) caching
 //!   the same POSTs, configured in a temp dir that is removed afterwards. Skipped if missing.
 //!
@@ -13,18 +17,20 @@
 //! interleaved rounds (the first one is warmup) and the throughput runs alternate, so every target
 //! sees the same machine state. Every response must be a 200 and the hit phases must really hit
 //! (`cache-status: memu-proxy; hit`, nginx's `x-cache-status: HIT`); otherwise the run says so
-//! and exits non-zero. The table and ratios are printed and written to `target/bench-loopback.md`.
+//! and exits non-zero. Percentiles are nearest-rank (`tests/support/stats.rs`, as in every
+//! bench). The table and ratios are printed and written to `target/bench-loopback.md`.
 //!
 //! Run: `cargo bench --bench loopback`. On a small VM the one-connection latencies are dominated
 //! by cross-CPU wake-ups (tens of µs each, depending on where the scheduler puts each thread);
 //! `taskset -c 0 cargo bench --bench loopback` runs everything on one CPU and shows CPU cost alone.
 
-use std::future::Future;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 /// The same allocator as the binary (`src/main.rs`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -32,15 +38,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-const PATH: &str = "/api/v1/memory/retrieve/related-memory-items";
+use support::stats::percentiles;
+use support::{MemU, Proxy, RELATED as PATH};
+
 const NGINX: &str = "/usr/sbin/nginx";
 const HOT_QUERY: &str = "What pets do I like?";
 /// One-connection latency: measured requests, split into `ROUNDS` rounds after one warmup round.
@@ -52,112 +58,14 @@ const CONNECTIONS: usize = 32;
 const RPS_PASSES: u32 = 2;
 const RPS_WARMUP: Duration = Duration::from_millis(250);
 const RPS_RUN: Duration = Duration::from_millis(1_500);
-const UPSTREAM_BODY: &str = r#"{"related_memories":[{"memory":{"memory_id":"m1","category":"activity","content":"Alice loves her black cat named Mochi.","happened_at":"2026-11-24T00:00:00","created_at":null,"updated_at":null},"similarity_score":0.63}],"query":"What pets do I like?","total_found":1,"search_params":{"query":"What pets do I like?","top_k":3,"min_similarity":0.3,"include_categories":null}}"#;
+/// The one memory the stand-in holds for (u1, a1): every answer carries it.
+const MEMORY: &str = "Alice loves her black cat named Mochi.";
 
 /// The SDK's retrieval body.
 fn request_body(query: &str) -> Bytes {
     Bytes::from(format!(
         r#"{{"user_id": "u1", "agent_id": "a1", "query": "{query}", "top_k": 3, "min_similarity": 0.3, "include_categories": null}}"#
     ))
-}
-
-/// A server on its own thread and tokio runtime; dropping it stops it and waits for the thread.
-struct Background(Option<oneshot::Sender<()>>, Option<JoinHandle<()>>);
-
-impl Background {
-    fn start<S, F>(
-        name: &str,
-        runtime: fn() -> tokio::runtime::Runtime,
-        serve: S,
-    ) -> (Self, SocketAddr)
-    where
-        S: FnOnce(mpsc::Sender<SocketAddr>, oneshot::Receiver<()>) -> F + Send + 'static,
-        F: Future<Output = ()>,
-    {
-        let (stop, stopped) = oneshot::channel();
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let thread = thread::Builder::new().name(name.into()).spawn(move || {
-            runtime().block_on(serve(addr_tx, stopped));
-        });
-        let addr = addr_rx.recv().expect("server failed to start");
-        (Self(Some(stop), Some(thread.expect("thread"))), addr)
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        drop(self.0.take()); // a dropped sender completes the receiver: the server stops
-        if let Some(thread) = self.1.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The static upstream: a fixed memU answer for the retrieval route, 404 otherwise.
-async fn serve_upstream(addr_tx: mpsc::Sender<SocketAddr>, mut stop: oneshot::Receiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    addr_tx.send(listener.local_addr().expect("addr")).ok();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    loop {
-        tokio::select! {
-            Ok((stream, _)) = listener.accept() => {
-                let _ = stream.set_nodelay(true);
-                let service = hyper::service::service_fn(upstream_answer);
-                tokio::spawn(builder.serve_connection(TokioIo::new(stream), service).into_owned());
-            }
-            _ = &mut stop => break,
-        }
-    }
-}
-
-async fn upstream_answer(request: Request<Incoming>) -> hyper::Result<Response<Full<Bytes>>> {
-    let known = request.method() == Method::POST && request.uri().path() == PATH;
-    request.into_body().collect().await?;
-    let (status, body) = match known {
-        true => (StatusCode::OK, UPSTREAM_BODY),
-        false => (StatusCode::NOT_FOUND, r#"{"detail":"Not Found"}"#),
-    };
-    let response = Response::builder().status(status);
-    let response = response.header(header::CONTENT_TYPE, "application/json");
-    Ok(response
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .expect("response"))
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// The runtime the binary builds for the default settings (`server.worker_threads`).
-fn proxy_runtime() -> tokio::runtime::Runtime {
-    let config = memu_proxy::config::Settings::default()
-        .validate()
-        .expect("defaults");
-    memu_proxy::runtime(&config).expect("runtime")
-}
-
-/// memu-proxy from the library: default settings, pointed at the upstream.
-async fn serve_proxy(
-    upstream: SocketAddr,
-    tx: mpsc::Sender<SocketAddr>,
-    stop: oneshot::Receiver<()>,
-) {
-    let mut settings = memu_proxy::config::Settings::default();
-    settings.server.listen = "127.0.0.1:0".into();
-    settings.server.shutdown_grace_ms = 1_000;
-    settings.upstream.url = format!("http://{upstream}");
-    let config = settings.validate().expect("valid proxy config");
-    let listeners = memu_proxy::Listeners::bind(&config).await.expect("bind");
-    tx.send(listeners.local_addr().expect("addr")).ok();
-    let shutdown = async {
-        let _ = stop.await;
-    };
-    let proxy = tokio::spawn(memu_proxy::run(config, listeners, shutdown));
-    proxy.await.expect("proxy task");
 }
 
 /// An nginx child with its own config and temp dir; stopped and cleaned up on drop (and panic).
@@ -441,10 +349,10 @@ impl Lane {
             }
         }
         let rps = self.tallies[2].ok as f64 / (RPS_RUN * RPS_PASSES).as_secs_f64();
-        let hit = percentiles(&mut self.tallies[0].latencies);
-        let miss = percentiles(&mut self.tallies[1].latencies);
+        let hit = p50_p99(&mut self.tallies[0].latencies);
+        let miss = p50_p99(&mut self.tallies[1].latencies);
         let inside = &mut self.tallies[0].server_times;
-        let inside = (!inside.is_empty()).then(|| percentiles(inside).0);
+        let inside = (!inside.is_empty()).then(|| p50_p99(inside).0);
         (
             Row {
                 name,
@@ -511,10 +419,9 @@ async fn measure_all(targets: &'static [Target]) -> Vec<(Row, u64)> {
 }
 
 /// p50 and p99 in microseconds.
-fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
-    samples.sort_unstable();
-    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
-    (at(0.50).as_secs_f64() * 1e6, at(0.99).as_secs_f64() * 1e6)
+fn p50_p99(samples: &mut [Duration]) -> (f64, f64) {
+    let [p50, p99] = percentiles(samples, [0.5, 0.99]).map(|d| d.as_secs_f64() * 1e6);
+    (p50, p99)
 }
 
 struct Row {
@@ -577,9 +484,13 @@ fn start_nginx(upstream: SocketAddr) -> Result<(Nginx, SocketAddr), &'static str
 
 /// Runs everything; returns false when any request failed or a hit phase did not hit.
 fn run() -> bool {
-    let (_upstream, upstream) = Background::start("upstream", current_thread, serve_upstream);
-    let serve = move |tx, stop| serve_proxy(upstream, tx, stop);
-    let (_proxy, proxy) = Background::start("memu-proxy", proxy_runtime, serve);
+    // Each guard stops its server (and joins its thread) when `run` returns.
+    let memu = MemU::builder().record_requests(false).start_on_own_thread();
+    memu.seed("u1", "a1", MEMORY);
+    let upstream = memu.addr;
+    let proxy_thread =
+        Proxy::start_on_own_thread(&memu.url(), |s| s.server.shutdown_grace_ms = 1_000);
+    let proxy = *proxy_thread;
     let nginx = start_nginx(upstream);
     let target = |name, addr, hit_header| Target {
         name,
@@ -618,8 +529,8 @@ fn run() -> bool {
 }
 
 fn main() {
-    // `cargo test --all-targets` runs bench binaries without `--bench`: don't benchmark there.
-    if !std::env::args().any(|arg| arg == "--bench") {
+    // `cargo test --benches` (or `--all-targets`) runs bench binaries unoptimised: don't measure.
+    if !support::invoked_by_cargo_bench() {
         println!("loopback bench: skipped (run it with `cargo bench --bench loopback`)");
         return;
     }

@@ -18,36 +18,39 @@
 //! the issue's targets for the budgeted setup (p99 ≤ 550 ms, max ≤ 2.1 s, memories on ≥ 90% of
 //! repeated questions). Printed and written to `target/bench-replay.md`.
 //!
+//! memU is the tests' stand-in (`tests/support/memu.rs`, the real routes and JSON shapes), fresh
+//! per setup, holding one or two memories per user; its latency for the retrieval route comes from
+//! the request's `x-bench-turn` header. The proxy starts as the tests start it. Percentiles are
+//! nearest-rank (`tests/support/stats.rs`, as in every bench).
+//!
 //! Run: `cargo bench --bench replay` (about two minutes, mostly sleeping; 127.0.0.1 only).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use memu_proxy::cache::normalize::normalize_query;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-const PATH: &str = "/api/v1/memory/retrieve/related-memory-items";
+use support::stats::percentiles;
+use support::{MemU, Proxy, Seen, RELATED as PATH};
+
 const TURN_HEADER: &str = "x-bench-turn";
+const AGENT: &str = "mao";
 const SEED: u64 = 0x6d65_6d75_2d72_6570;
 const USERS: usize = 25;
 const TURNS_PER_USER: usize = 12;
@@ -163,67 +166,32 @@ fn user_script(u: usize) -> UserScript {
 
 // ---------------------------------------------------------------------------- stand-in memU
 
-/// The stand-in memU on `listener`, counting retrievals in `requests`; runs until aborted, and
-/// its connections with it.
-async fn serve_memu(listener: TcpListener, requests: Arc<AtomicUsize>) {
-    let mut connections = tokio::task::JoinSet::new();
-    while let Ok((stream, _)) = listener.accept().await {
-        let requests = Arc::clone(&requests);
-        let service = service_fn(move |req| {
-            let requests = Arc::clone(&requests);
-            async move { Ok::<_, Infallible>(memu_route(&requests, req).await) }
-        });
-        let http = hyper::server::conn::http1::Builder::new();
-        connections.spawn(http.serve_connection(TokioIo::new(stream), service));
-    }
-}
-
-async fn memu_route(requests: &AtomicUsize, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::POST || req.uri().path() != PATH {
-        return json_reply(StatusCode::NOT_FOUND, r#"{"detail":"Not Found"}"#);
-    }
-    requests.fetch_add(1, Ordering::Relaxed);
-    let header = req.headers().get(TURN_HEADER);
+/// The stand-in's latency for a retrieval: the draw of the turn named in `x-bench-turn` (every
+/// bench request carries it; anything else waits the median).
+fn turn_latency(request: &Seen) -> Duration {
+    let header = request.headers.get(TURN_HEADER);
     let turn = header.and_then(|v| v.to_str().ok()?.parse().ok());
-    let body = req.into_body().collect().await.map(|c| c.to_bytes());
-    let Some(request) = body.ok().and_then(|b| serde_json::from_slice(&b).ok()) else {
-        return json_reply(StatusCode::UNPROCESSABLE_ENTITY, r#"{"detail":[]}"#);
-    };
-    // Every bench request carries the header; anything else waits the median.
-    let delay = turn.map_or(Duration::from_secs_f64(MEDIAN_S), upstream_delay);
-    tokio::time::sleep(delay).await;
-    json_reply(StatusCode::OK, memu_answer(&request).to_string())
+    turn.map_or(Duration::from_secs_f64(MEDIAN_S), upstream_delay)
 }
 
-fn json_reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    let json = HeaderValue::from_static("application/json");
-    response.headers_mut().insert(CONTENT_TYPE, json);
-    response
-}
-
-/// A memU-shaped answer with one or two memories of the asking user.
-fn memu_answer(request: &Value) -> Value {
-    let user = request["user_id"].as_str().unwrap_or("nobody");
-    let n: u64 = user.bytes().map(u64::from).sum();
-    let contents = [
-        format!("{user}'s black cat is called Mochi-{n}."),
-        format!("{user} works at the bakery on street {}.", n % 97),
-    ];
-    let memories: Vec<Value> = contents[..1 + (n % 2) as usize]
-        .iter()
-        .enumerate()
-        .map(|(i, content)| {
-            json!({"memory": {"memory_id": format!("{user}-m{i}"), "category": "activity",
-                   "content": content, "happened_at": "2026-11-24T00:00:00",
-                   "created_at": null, "updated_at": null}, "similarity_score": 0.6})
-        })
-        .collect();
-    json!({"related_memories": memories, "query": request["query"], "total_found": memories.len(),
-           "search_params": {"query": request["query"], "top_k": request["top_k"],
-           "min_similarity": request["min_similarity"],
-           "include_categories": request["include_categories"]}})
+/// A fresh stand-in memU with one or two memories for every user of the script.
+async fn start_memu(script: &[UserScript]) -> MemU {
+    let memu = MemU::builder()
+        .route_latency("related-memory-items", turn_latency)
+        .record_requests(false)
+        .start()
+        .await;
+    for UserScript { user, .. } in script {
+        let n: u64 = user.bytes().map(u64::from).sum();
+        let contents = [
+            format!("{user}'s black cat is called Mochi-{n}."),
+            format!("{user} works at the bakery on street {}.", n % 97),
+        ];
+        for content in &contents[..1 + (n % 2) as usize] {
+            memu.seed(user, AGENT, content);
+        }
+    }
+    memu
 }
 
 // ------------------------------------------------------------------------- proxy and client
@@ -235,26 +203,17 @@ const SETUPS: [(&str, Option<u64>); 3] = [
     ("proxy, 500 ms budget", Some(500)),
 ];
 
-/// Starts the proxy in-process in front of `upstream`; it stops when the sender is dropped.
-async fn start_proxy(upstream: SocketAddr, budget_ms: u64) -> (SocketAddr, oneshot::Sender<()>) {
-    let mut s = memu_proxy::config::Settings::default();
-    s.server.listen = "127.0.0.1:0".into();
-    s.upstream.url = format!("http://{upstream}");
-    s.upstream.timeout_ms = HARD_TIMEOUT_MS;
-    s.latency.budget_ms = budget_ms;
-    if budget_ms > 0 {
-        s.cache.stale_if_error_secs = 3600;
-        s.cache.stale_while_revalidate_secs = 60;
-    }
-    let config = s.validate().expect("valid proxy config");
-    let listeners = memu_proxy::Listeners::bind(&config).await;
-    let listeners = listeners.expect("bind proxy");
-    let addr = listeners.local_addr().expect("proxy address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(memu_proxy::run(config, listeners, async {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
+/// Starts the proxy in-process in front of `memu`; it stops when dropped.
+async fn start_proxy(memu: &MemU, budget_ms: u64) -> Proxy {
+    Proxy::start(&memu.url(), |s| {
+        s.upstream.timeout_ms = HARD_TIMEOUT_MS;
+        s.latency.budget_ms = budget_ms;
+        if budget_ms > 0 {
+            s.cache.stale_if_error_secs = 3600;
+            s.cache.stale_while_revalidate_secs = 60;
+        }
+    })
+    .await
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -283,7 +242,7 @@ fn has_memories(body: &[u8]) -> bool {
 
 /// One turn's memory lookup, as the SDK sends it; latency is send to full body.
 async fn ask(client: &HttpClient, target: SocketAddr, user: &str, turn: &Turn) -> Observed {
-    let body = json!({"user_id": user, "agent_id": "mao", "query": turn.query, "top_k": 3,
+    let body = json!({"user_id": user, "agent_id": AGENT, "query": turn.query, "top_k": 3,
                       "min_similarity": 0.3, "include_categories": null});
     let request = Request::post(format!("http://{target}{PATH}"))
         .header("content-type", "application/json")
@@ -332,17 +291,13 @@ struct Measured {
 }
 
 async fn run_setup(setup: (&'static str, Option<u64>), script: &'static [UserScript]) -> Measured {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind memU");
-    let memu = listener.local_addr().expect("memU address");
-    let requests = Arc::new(AtomicUsize::new(0));
-    // A fresh stand-in per setup, stopped when this set is dropped; the proxy stops with `_stop`.
-    let mut memu_server = tokio::task::JoinSet::new();
-    memu_server.spawn(serve_memu(listener, Arc::clone(&requests)));
-    let (target, _stop) = match setup.1 {
-        None => (memu, None),
+    // A fresh stand-in per setup; the proxy stops when `_proxy` drops.
+    let memu = start_memu(script).await;
+    let (target, _proxy) = match setup.1 {
+        None => (memu.addr, None),
         Some(budget) => {
-            let (addr, stop) = start_proxy(memu, budget).await;
-            (addr, Some(stop))
+            let proxy = start_proxy(&memu, budget).await;
+            (proxy.addr, Some(proxy))
         }
     };
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -358,7 +313,7 @@ async fn run_setup(setup: (&'static str, Option<u64>), script: &'static [UserScr
     Measured {
         name: setup.0,
         observed: observed.into_values().collect(),
-        upstream_requests: requests.load(Ordering::Relaxed),
+        upstream_requests: memu.hits("related-memory-items"),
         wall: started.elapsed(),
     }
 }
@@ -366,13 +321,9 @@ async fn run_setup(setup: (&'static str, Option<u64>), script: &'static [UserScr
 // -------------------------------------------------------------------------------- report
 
 /// Latency p50, p95, p99 and max in ms.
-fn percentiles(observed: &[Observed]) -> [f64; 4] {
-    let mut sorted: Vec<Duration> = observed.iter().map(|o| o.latency).collect();
-    sorted.sort();
-    [0.5, 0.95, 0.99, 1.0].map(|p: f64| {
-        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1].as_secs_f64() * 1000.0
-    })
+fn latency_ms(observed: &[Observed]) -> [f64; 4] {
+    let mut latencies: Vec<Duration> = observed.iter().map(|o| o.latency).collect();
+    percentiles(&mut latencies, [0.5, 0.95, 0.99, 1.0]).map(|d| d.as_secs_f64() * 1000.0)
 }
 
 /// (turns that got memories, turns), over all turns or only the repeated questions.
@@ -392,7 +343,7 @@ fn percent((hits, of): (usize, usize)) -> f64 {
 fn table(measured: &[Measured], turns: &[&Turn]) -> String {
     let mut out = String::from("| setup | p50 ms | p95 ms | p99 ms | max ms | turns with memories | repeated questions with memories | memU requests | wall s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for m in measured {
-        let [p50, p95, p99, max] = percentiles(&m.observed);
+        let [p50, p95, p99, max] = latency_ms(&m.observed);
         let share = |(hits, of)| format!("{:.1}% ({hits}/{of})", percent((hits, of)));
         let all = share(with_memories(m, turns, false));
         let repeated = share(with_memories(m, turns, true));
@@ -404,7 +355,7 @@ fn table(measured: &[Measured], turns: &[&Turn]) -> String {
 
 /// The issue's targets, checked on the budgeted setup.
 fn targets(m: &Measured, turns: &[&Turn]) -> String {
-    let [_, _, p99, max] = percentiles(&m.observed);
+    let [_, _, p99, max] = latency_ms(&m.observed);
     let repeated = percent(with_memories(m, turns, true));
     let met = [p99 <= 550.0, max <= 2100.0, repeated >= 90.0];
     let [a, b, c] = met.map(|ok| if ok { "met" } else { "MISSED" });
@@ -440,6 +391,11 @@ fn model_summary(turns: &[&Turn]) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo test --benches` (or `--all-targets`) runs bench binaries too: not two minutes there.
+    if !support::invoked_by_cargo_bench() {
+        println!("replay bench: skipped (run it with `cargo bench --bench replay`)");
+        return;
+    }
     for question in ENGLISH.iter().chain(&CHINESE) {
         let keys: HashSet<String> = question.split('|').map(normalize_query).collect();
         if keys.len() > 1 {

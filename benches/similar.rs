@@ -7,6 +7,12 @@
 //! Each measured lookup is what the proxy does after an exact miss: analyse the query, probe the
 //! index, compare the bucket's candidates, and look the best one up in the store. Half of the
 //! lookups are re-worded repeats of cached queries (they hit), half are new questions (they miss).
+//!
+//! The p99 target is judged only in an optimised build: an unoptimised run (`cargo test
+//! --benches`) still checks every outcome but says the timing is not judged.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +21,7 @@ use http::HeaderMap;
 use memu_proxy::cache::similar::SimilarIndex;
 use memu_proxy::cache::{read_key, CacheKey, Generations, Lifetimes, Lookup, Store};
 use memu_proxy::routes::ReadRoute;
+use support::stats::percentiles;
 
 const CACHED: usize = 10_000;
 const LOOKUPS: usize = 200_000;
@@ -89,10 +96,6 @@ fn key(query: &str) -> CacheKey {
     .key
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn main() {
     let generations = Generations { scope: 0, user: 0 };
     let lifetimes = Lifetimes {
@@ -143,13 +146,8 @@ fn main() {
         hits += usize::from(found.is_some());
         wrong += usize::from(found.is_some() != *should_hit);
     }
-    times.sort_unstable();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let (p50, p99, max) = (
-        percentile(&times, 0.5),
-        percentile(&times, 0.99),
-        times[times.len() - 1],
-    );
+    let [p50, p99, max] = percentiles(&mut times, [0.5, 0.99, 1.0]);
     println!("similar-query lookup, {CACHED} cached queries in one scope, {LOOKUPS} lookups");
     println!(
         "  p50 {:.2} µs   p99 {:.2} µs   max {:.2} µs",
@@ -162,14 +160,14 @@ fn main() {
         LOOKUPS / 2
     );
     println!("  index buckets {}", index.len());
-    println!(
-        "  target p99 < 50 µs: {}",
-        if p99 < Duration::from_micros(50) {
-            "met"
-        } else {
-            "MISSED"
-        }
-    );
+    let verdict = if cfg!(debug_assertions) {
+        "not judged (unoptimised build; run `cargo bench --bench similar`)"
+    } else if p99 < Duration::from_micros(50) {
+        "met"
+    } else {
+        "MISSED"
+    };
+    println!("  target p99 < 50 µs: {verdict}");
     assert_eq!(
         wrong, 0,
         "every re-worded repeat hits and every new question misses"

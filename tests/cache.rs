@@ -15,11 +15,9 @@ async fn repeated_retrieval_is_answered_from_the_cache() {
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let body = related_body("u1", Some("a1"), "Does Alice have a pet?");
 
-    let first = post(&proxy.url(RELATED), &body).await;
+    let first = assert_next_read_misses(&proxy, &body).await;
     assert_eq!(first.status, 200);
-    assert_eq!(first.cache_status(), "memu-proxy; fwd=miss; stored");
-    let second = post(&proxy.url(RELATED), &body).await;
-    assert_eq!(second.cache_status(), "memu-proxy; hit");
+    let second = assert_next_read_hits(&proxy, &body).await;
     assert_eq!(
         second.body, first.body,
         "a hit returns memU's answer byte for byte"
@@ -92,11 +90,9 @@ async fn reworded_equivalents_hit_and_different_questions_miss() {
         &related_body("u1", Some("a1"), "你好！"),
     )
     .await;
-    let zh = post(&proxy.url(RELATED), &related_body("u1", Some("a1"), "你好")).await;
-    assert_eq!(zh.cache_status(), "memu-proxy; hit");
+    assert_next_read_hits(&proxy, &related_body("u1", Some("a1"), "你好")).await;
     post(&proxy.url(RELATED), &related_body("u1", Some("a1"), "3点")).await;
-    let other = post(&proxy.url(RELATED), &related_body("u1", Some("a1"), "4点")).await;
-    assert_eq!(other.cache_status(), "memu-proxy; fwd=miss; stored");
+    assert_next_read_misses(&proxy, &related_body("u1", Some("a1"), "4点")).await;
     assert_eq!(memu.hits("related-memory-items"), 4);
 }
 
@@ -173,10 +169,7 @@ async fn only_real_200_json_answers_are_stored() {
         .cache_status()
         .contains("detail=upstream-5xx"));
     memu.set_failure(Failure::None);
-    assert_eq!(
-        post(&proxy.url(RELATED), &body).await.cache_status(),
-        "memu-proxy; fwd=miss; stored"
-    );
+    assert_next_read_misses(&proxy, &body).await;
     assert_eq!(memu.hits("related-memory-items"), 4);
 }
 
@@ -228,8 +221,7 @@ async fn no_cache_refreshes_and_no_store_bypasses() {
     .await;
     assert_eq!(store_skipped.cache_status(), "memu-proxy; fwd=bypass");
     assert!(store_skipped.text().contains("new memory"));
-    let still_old = post(&proxy.url(RELATED), &body).await;
-    assert_eq!(still_old.cache_status(), "memu-proxy; hit");
+    let still_old = assert_next_read_hits(&proxy, &body).await;
     assert!(
         !still_old.text().contains("new memory"),
         "no-store did not replace the entry"
@@ -250,8 +242,7 @@ async fn no_cache_refreshes_and_no_store_bypasses() {
         refreshed.text()
     );
     assert_eq!(refreshed.cache_status(), "memu-proxy; fwd=request; stored");
-    let now_new = post(&proxy.url(RELATED), &body).await;
-    assert_eq!(now_new.cache_status(), "memu-proxy; hit");
+    let now_new = assert_next_read_hits(&proxy, &body).await;
     assert!(
         now_new.text().contains("new memory"),
         "no-cache stored the fresh answer: {}",
@@ -299,15 +290,9 @@ async fn entries_expire_after_the_ttl() {
     let proxy = Proxy::start(&memu.url(), |s| s.cache.ttl_secs = 1).await;
     let body = related_body("u1", Some("a1"), "cats");
     post(&proxy.url(RELATED), &body).await;
-    assert_eq!(
-        post(&proxy.url(RELATED), &body).await.cache_status(),
-        "memu-proxy; hit"
-    );
+    assert_next_read_hits(&proxy, &body).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        post(&proxy.url(RELATED), &body).await.cache_status(),
-        "memu-proxy; fwd=miss; stored"
-    );
+    assert_next_read_misses(&proxy, &body).await;
     assert_eq!(memu.hits("related-memory-items"), 2);
 }
 

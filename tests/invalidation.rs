@@ -8,19 +8,14 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 
-async fn warm(proxy: &Proxy, user: &str, agent: Option<&str>) {
-    let body = related_body(user, agent, "pets");
-    post(&proxy.url(RELATED), &body).await;
-    assert_eq!(
-        post(&proxy.url(RELATED), &body).await.cache_status(),
-        "memu-proxy; hit"
-    );
+/// The read every test here warms and checks: this user and agent asking about pets.
+fn pets(user: &str, agent: Option<&str>) -> serde_json::Value {
+    related_body(user, agent, "pets")
 }
 
-async fn status_of(proxy: &Proxy, user: &str, agent: Option<&str>) -> String {
-    post(&proxy.url(RELATED), &related_body(user, agent, "pets"))
-        .await
-        .cache_status()
+async fn warm(proxy: &Proxy, user: &str, agent: Option<&str>) {
+    post(&proxy.url(RELATED), &pets(user, agent)).await;
+    assert_next_read_hits(proxy, &pets(user, agent)).await;
 }
 
 #[tokio::test]
@@ -42,16 +37,10 @@ async fn memorize_invalidates_that_agent_and_the_users_agentless_reads_only() {
     .await;
     assert_eq!(written.status, 200);
     assert_eq!(written.json()["status"], "PENDING");
-    assert_eq!(
-        status_of(&proxy, "u", Some("a")).await,
-        "memu-proxy; fwd=miss; stored"
-    );
-    assert_eq!(
-        status_of(&proxy, "u", None).await,
-        "memu-proxy; fwd=miss; stored"
-    );
-    assert_eq!(status_of(&proxy, "u", Some("b")).await, "memu-proxy; hit");
-    assert_eq!(status_of(&proxy, "v", Some("a")).await, "memu-proxy; hit");
+    assert_next_read_misses(&proxy, &pets("u", Some("a"))).await;
+    assert_next_read_misses(&proxy, &pets("u", None)).await;
+    assert_next_read_hits(&proxy, &pets("u", Some("b"))).await;
+    assert_next_read_hits(&proxy, &pets("v", Some("a"))).await;
     assert_eq!(memu.hits("memorize"), 1, "the write was forwarded once");
 }
 
@@ -68,20 +57,14 @@ async fn a_write_under_another_api_key_or_none_still_invalidates() {
         &[("authorization", "Bearer other")],
     )
     .await;
-    assert_eq!(
-        status_of(&proxy, "u", Some("a")).await,
-        "memu-proxy; fwd=miss; stored"
-    );
+    assert_next_read_misses(&proxy, &pets("u", Some("a"))).await;
     post_with(
         &proxy.url(DELETE),
         &serde_json::json!({"user_id": "u", "agent_id": "a"}),
         &[],
     )
     .await;
-    assert_eq!(
-        status_of(&proxy, "u", Some("a")).await,
-        "memu-proxy; fwd=miss; stored"
-    );
+    assert_next_read_misses(&proxy, &pets("u", Some("a"))).await;
 }
 
 #[tokio::test]
@@ -100,16 +83,12 @@ async fn task_success_seen_through_the_proxy_invalidates_again() {
         .await
         .text()
         .contains("Mochi"));
-    assert_eq!(
-        post(&proxy.url(RELATED), &body).await.cache_status(),
-        "memu-proxy; hit"
-    );
+    assert_next_read_hits(&proxy, &body).await;
 
     memu.complete_tasks();
     let status = get(&proxy.url(&format!("/api/v1/memory/memorize/status/{task_id}"))).await;
     assert_eq!(status.json()["status"], "SUCCESS");
-    let fresh = post(&proxy.url(RELATED), &body).await;
-    assert_eq!(fresh.cache_status(), "memu-proxy; fwd=miss; stored");
+    let fresh = assert_next_read_misses(&proxy, &body).await;
     assert!(fresh.text().contains("Mochi is my cat"), "{}", fresh.text());
     let metrics = proxy.metrics().await;
     assert_eq!(
@@ -140,13 +119,9 @@ async fn delete_with_null_agent_invalidates_every_agent_of_the_user() {
     .await;
     assert_eq!(deleted.json()["success"], true);
     for agent in [Some("a"), Some("b"), None] {
-        assert_eq!(
-            status_of(&proxy, "u", agent).await,
-            "memu-proxy; fwd=miss; stored",
-            "{agent:?}"
-        );
+        assert_next_read_misses(&proxy, &pets("u", agent)).await;
     }
-    assert_eq!(status_of(&proxy, "v", Some("a")).await, "memu-proxy; hit");
+    assert_next_read_hits(&proxy, &pets("v", Some("a"))).await;
 }
 
 #[tokio::test]
@@ -160,11 +135,8 @@ async fn delete_of_one_agent_leaves_other_agents_cached() {
         &json!({"user_id": "u", "agent_id": "a"}),
     )
     .await;
-    assert_eq!(
-        status_of(&proxy, "u", Some("a")).await,
-        "memu-proxy; fwd=miss; stored"
-    );
-    assert_eq!(status_of(&proxy, "u", Some("b")).await, "memu-proxy; hit");
+    assert_next_read_misses(&proxy, &pets("u", Some("a"))).await;
+    assert_next_read_hits(&proxy, &pets("u", Some("b"))).await;
 }
 
 #[tokio::test]
@@ -180,7 +152,7 @@ async fn a_read_that_raced_a_write_is_not_served_as_fresh() {
         let body = body.clone();
         async move { post(&url, &body).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    memu.wait_for_hits("related-memory-items", 1).await;
     let write = post(
         &proxy.url(DELETE),
         &json!({"user_id": "u", "agent_id": "a"}),
@@ -190,29 +162,31 @@ async fn a_read_that_raced_a_write_is_not_served_as_fresh() {
     read.await.unwrap();
     memu.set_route_latency("related-memory-items", Duration::ZERO);
     // The raced answer predates the write: the next read goes to memU again.
-    assert_eq!(
-        post(&proxy.url(RELATED), &body).await.cache_status(),
-        "memu-proxy; fwd=miss; stored"
-    );
+    assert_next_read_misses(&proxy, &body).await;
     assert_eq!(memu.hits("related-memory-items"), 2);
 }
 
 #[tokio::test]
 async fn a_read_arriving_after_a_write_does_not_join_a_fetch_started_before_it() {
     let memu = MemU::start().await;
-    memu.set_latency(Duration::from_millis(400));
+    // Only the read is slow: the write completes, and the next read arrives, while it is in flight.
+    memu.set_route_latency("related-memory-items", Duration::from_millis(600));
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let body = related_body("u", Some("a"), "pets");
     let before = tokio::spawn({
         let (url, body) = (proxy.url(RELATED), body.clone());
         async move { post(&url, &body).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    memu.wait_for_hits("related-memory-items", 1).await;
     post(
         &proxy.url(DELETE),
         &json!({"user_id": "u", "agent_id": "a"}),
     )
     .await;
+    assert!(
+        !before.is_finished(),
+        "premise: the first fetch is still in flight when the next read arrives"
+    );
     let after = post(&proxy.url(RELATED), &body).await;
     assert!(
         !after.cache_status().contains("collapsed"),
@@ -236,10 +210,7 @@ async fn failed_writes_are_reported_and_still_invalidate() {
     );
     memu.set_failure(Failure::None);
     // memU may have applied part of the write before failing: do not trust the old answer.
-    assert_eq!(
-        status_of(&proxy, "u", Some("a")).await,
-        "memu-proxy; fwd=miss; stored"
-    );
+    assert_next_read_misses(&proxy, &pets("u", Some("a"))).await;
 }
 
 #[tokio::test]
@@ -257,10 +228,7 @@ async fn the_proxy_polls_memorize_tasks_itself_when_clients_do_not() {
         .await
         .text()
         .contains("Mochi"));
-    assert_eq!(
-        post(&proxy.url(RELATED), &body).await.cache_status(),
-        "memu-proxy; hit"
-    );
+    assert_next_read_hits(&proxy, &body).await;
 
     memu.complete_tasks();
     wait_until("the proxy's own status poll to see SUCCESS", 5, || async {
@@ -271,8 +239,7 @@ async fn the_proxy_polls_memorize_tasks_itself_when_clients_do_not() {
         ) == 1.0
     })
     .await;
-    let fresh = post(&proxy.url(RELATED), &body).await;
-    assert_eq!(fresh.cache_status(), "memu-proxy; fwd=miss; stored");
+    let fresh = assert_next_read_misses(&proxy, &body).await;
     assert!(fresh.text().contains("Mochi is my cat"));
     let polls = memu
         .seen()
@@ -302,15 +269,14 @@ async fn a_slow_fetch_from_before_a_write_does_not_replace_the_newer_answer() {
         let (url, body) = (proxy.url(RELATED), body.clone());
         async move { post(&url, &body).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    memu.wait_for_hits("related-memory-items", 1).await;
     post(
         &proxy.url(DELETE),
         &json!({"user_id": "u", "agent_id": "a"}),
     )
     .await;
     memu.set_route_latency("related-memory-items", Duration::ZERO);
-    let after_write = post(&proxy.url(RELATED), &body).await;
-    assert_eq!(after_write.cache_status(), "memu-proxy; fwd=miss; stored");
+    let after_write = assert_next_read_misses(&proxy, &body).await;
     assert!(!after_write.text().contains("old memory"));
     let raced = before_write.await.unwrap();
     assert!(
@@ -322,8 +288,7 @@ async fn a_slow_fetch_from_before_a_write_does_not_replace_the_newer_answer() {
         "memu-proxy; fwd=miss",
         "and was not stored over the newer answer"
     );
-    let next = post(&proxy.url(RELATED), &body).await;
-    assert_eq!(next.cache_status(), "memu-proxy; hit");
+    let next = assert_next_read_hits(&proxy, &body).await;
     assert!(
         !next.text().contains("old memory"),
         "the deleted memory does not come back"

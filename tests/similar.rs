@@ -68,12 +68,7 @@ async fn different_questions_users_and_parameters_are_not_similar() {
         serde_json::json!({"user_id": "u", "agent_id": "a", "query": "我喜欢猫吗呀", "top_k": 9, "min_similarity": 0.3}),
     ];
     for body in &misses {
-        let reply = post(&proxy.url(RELATED), body).await;
-        assert_eq!(
-            reply.cache_status(),
-            "memu-proxy; fwd=miss; stored",
-            "{body}"
-        );
+        assert_next_read_misses(&proxy, body).await;
     }
     assert_eq!(memu.hits("related-memory-items"), 1 + misses.len());
 }
@@ -88,12 +83,7 @@ async fn an_invalidated_entry_is_not_a_similar_hit() {
     )
     .await;
     post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "It rained")).await;
-    let reply = post(
-        &proxy.url(RELATED),
-        &related_body("u", Some("a"), "今天天气怎么样呀"),
-    )
-    .await;
-    assert_eq!(reply.cache_status(), "memu-proxy; fwd=miss; stored");
+    assert_next_read_misses(&proxy, &related_body("u", Some("a"), "今天天气怎么样呀")).await;
 }
 
 #[tokio::test]
@@ -105,10 +95,5 @@ async fn similar_hits_are_off_by_default() {
         &related_body("u", Some("a"), "今天天气怎么样"),
     )
     .await;
-    let reply = post(
-        &proxy.url(RELATED),
-        &related_body("u", Some("a"), "今天天气怎么样呀"),
-    )
-    .await;
-    assert_eq!(reply.cache_status(), "memu-proxy; fwd=miss; stored");
+    assert_next_read_misses(&proxy, &related_body("u", Some("a"), "今天天气怎么样呀")).await;
 }

@@ -1,8 +1,12 @@
 //! Shared test support: the stand-in memU ([`memu::MemU`]), a proxy started through the real
-//! `memu_proxy::run` on 127.0.0.1:0, and a small HTTP client.
+//! `memu_proxy::run` on 127.0.0.1:0, a small HTTP client and assertions on `Cache-Status`.
+//! The benches include it too (`#[path = "../tests/support/mod.rs"]`), for the stand-in, the proxy
+//! start-up, [`own_thread`] and the one percentile definition in [`stats`].
 #![allow(dead_code, unused_imports)]
 
 pub mod memu;
+pub mod own_thread;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,13 +21,19 @@ use memu_proxy::config::Settings;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub use memu::{Failure, MemU};
+pub use memu::{Failure, MemU, Seen};
+pub use own_thread::OwnThread;
 
 pub const RELATED: &str = "/api/v1/memory/retrieve/related-memory-items";
 pub const DEFAULT_CATEGORIES: &str = "/api/v1/memory/retrieve/default-categories";
 pub const CLUSTERED: &str = "/api/v1/memory/retrieve/related-clustered-categories";
 pub const MEMORIZE: &str = "/api/v1/memory/memorize";
 pub const DELETE: &str = "/api/v1/memory/delete";
+
+/// `Cache-Status` of a read that went to memU and whose answer was stored.
+pub const MISS_STORED: &str = "memu-proxy; fwd=miss; stored";
+/// `Cache-Status` of a read answered from a fresh cache entry.
+pub const HIT: &str = "memu-proxy; hit";
 
 /// A running proxy; shut down when dropped.
 pub struct Proxy {
@@ -36,11 +46,7 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy in front of `upstream` with default settings changed by `tweak`.
     pub async fn start(upstream: &str, tweak: impl FnOnce(&mut Settings)) -> Proxy {
-        let mut settings = Settings::default();
-        settings.server.listen = "127.0.0.1:0".into();
-        settings.upstream.url = upstream.into();
-        tweak(&mut settings);
-        let config = settings.validate().expect("valid test config");
+        let config = proxy_config(upstream, tweak);
         let listeners = memu_proxy::Listeners::bind(&config).await.unwrap();
         let addr = listeners.local_addr().unwrap();
         let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
@@ -54,6 +60,22 @@ impl Proxy {
             stop: Some(stop),
             task,
         }
+    }
+
+    /// Starts a proxy as [`Proxy::start`] does, but on its own thread, in the runtime the binary
+    /// builds (`memu_proxy::runtime`, `server.worker_threads`); it shuts down gracefully when the
+    /// guard drops. Derefs to the proxy's address.
+    pub fn start_on_own_thread(
+        upstream: &str,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> OwnThread<SocketAddr> {
+        let config = proxy_config(upstream, tweak);
+        let runtime = memu_proxy::runtime(&config).expect("the proxy's runtime");
+        OwnThread::start("memu-proxy", runtime, |ready, stop| async move {
+            let listeners = memu_proxy::Listeners::bind(&config).await.unwrap();
+            ready.send(listeners.local_addr().unwrap());
+            memu_proxy::run(config, listeners, stop.wait()).await;
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -75,6 +97,15 @@ impl Proxy {
         assert_eq!(reply.status, StatusCode::OK);
         reply.text()
     }
+}
+
+/// Default settings on 127.0.0.1:0 in front of `upstream`, changed by `tweak`, validated.
+fn proxy_config(upstream: &str, tweak: impl FnOnce(&mut Settings)) -> memu_proxy::config::Config {
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.upstream.url = upstream.into();
+    tweak(&mut settings);
+    settings.validate().expect("valid test config")
 }
 
 impl Drop for Proxy {
@@ -162,6 +193,22 @@ pub async fn get(url: &str) -> Reply {
     send(Method::GET, url, &[], Bytes::new()).await
 }
 
+/// Posts `body` to related-memory-items and asserts that memU was asked and the answer stored
+/// (`fwd=miss; stored`). Returns the reply for further checks.
+pub async fn assert_next_read_misses(proxy: &Proxy, body: &Value) -> Reply {
+    let reply = post(&proxy.url(RELATED), body).await;
+    let status = reply.cache_status();
+    assert_eq!(status, MISS_STORED, "expected a stored miss for {body}");
+    reply
+}
+
+/// Posts `body` to related-memory-items and asserts that it was a fresh cache hit.
+pub async fn assert_next_read_hits(proxy: &Proxy, body: &Value) -> Reply {
+    let reply = post(&proxy.url(RELATED), body).await;
+    assert_eq!(reply.cache_status(), HIT, "expected a hit for {body}");
+    reply
+}
+
 /// An SDK-shaped related-memory-items body.
 pub fn related_body(user: &str, agent: Option<&str>, query: &str) -> Value {
     serde_json::json!({"user_id": user, "agent_id": agent, "query": query, "top_k": 3,
@@ -201,4 +248,10 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// True when a bench binary was started by `cargo bench` (which passes `--bench`); `cargo test
+/// --benches` or `--all-targets` runs bench binaries without it, unoptimised: no place to measure.
+pub fn invoked_by_cargo_bench() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
 }
