@@ -2,11 +2,10 @@
 //!
 //! Everything runs on 127.0.0.1 in one run, side by side:
 //! - the tests' stand-in memU (`tests/support/memu.rs`) on its own thread and single-threaded
-//!   runtime, without latency and without recording requests, with one memory seeded so that
-//!   `POST /api/v1/memory/retrieve/related-memory-items` gets a realistic ~400-byte answer;
-//! - `direct`: the load generator talks to that upstream: the floor, which is the loopback round
-//!   trip plus the stand-in's own work (it parses the JSON request and builds the answer from its
-//!   state, about 5 µs per request more than a static reply on the 2-core CI machine, pinned);
+//!   runtime, without latency and without recording requests, answering
+//!   `POST /api/v1/memory/retrieve/related-memory-items` with a fixed, realistic ~400-byte memU
+//!   answer (`MemUBuilder::fixed_answer`: no parsing, no state), as a static upstream would;
+//! - `direct`: the load generator talks to that upstream: the loopback floor;
 //! - `proxy`: memu-proxy, started from the library on its own thread, in the runtime the binary
 //!   builds (`memu_proxy::runtime`, `server.worker_threads`), as the tests start it;
 //! - `nginx`: `/usr/sbin/nginx` (Debian `nginx-light`, `scripts/install-bench-deps.sh`) caching
@@ -58,8 +57,8 @@ const CONNECTIONS: usize = 32;
 const RPS_PASSES: u32 = 2;
 const RPS_WARMUP: Duration = Duration::from_millis(250);
 const RPS_RUN: Duration = Duration::from_millis(1_500);
-/// The one memory the stand-in holds for (u1, a1): every answer carries it.
-const MEMORY: &str = "Alice loves her black cat named Mochi.";
+/// memU's answer to every retrieval, as the real server shapes it (memu-api.md §3.1).
+const UPSTREAM_BODY: &str = r#"{"related_memories":[{"memory":{"memory_id":"m1","category":"activity","content":"Alice loves her black cat named Mochi.","happened_at":"2026-11-24T00:00:00","created_at":null,"updated_at":null},"similarity_score":0.63}],"query":"What pets do I like?","total_found":1,"search_params":{"query":"What pets do I like?","top_k":3,"min_similarity":0.3,"include_categories":null}}"#;
 
 /// The SDK's retrieval body.
 fn request_body(query: &str) -> Bytes {
@@ -485,8 +484,10 @@ fn start_nginx(upstream: SocketAddr) -> Result<(Nginx, SocketAddr), &'static str
 /// Runs everything; returns false when any request failed or a hit phase did not hit.
 fn run() -> bool {
     // Each guard stops its server (and joins its thread) when `run` returns.
-    let memu = MemU::builder().record_requests(false).start_on_own_thread();
-    memu.seed("u1", "a1", MEMORY);
+    let memu = MemU::builder()
+        .record_requests(false)
+        .fixed_answer("related-memory-items", UPSTREAM_BODY)
+        .start_on_own_thread();
     let upstream = memu.addr;
     let proxy_thread =
         Proxy::start_on_own_thread(&memu.url(), |s| s.server.shutdown_grace_ms = 1_000);

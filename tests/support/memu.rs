@@ -56,6 +56,9 @@ pub struct Seen {
 }
 
 struct State {
+    /// Routes answered with a fixed 200 JSON body, before any other work (see
+    /// [`MemUBuilder::fixed_answer`]).
+    fixed: HashMap<&'static str, Bytes>,
     hits: Mutex<HashMap<&'static str, usize>>,
     /// Woken on every hit, for [`MemU::wait_for_hits`].
     hit: Notify,
@@ -80,6 +83,7 @@ struct Task {
 
 /// Configures a stand-in before it starts; see [`MemU::builder`].
 pub struct MemUBuilder {
+    fixed: HashMap<&'static str, Bytes>,
     latency: Option<Latency>,
     route_latency: HashMap<&'static str, Latency>,
     record_requests: bool,
@@ -103,6 +107,15 @@ impl MemUBuilder {
         self
     }
 
+    /// Requests to `route` (by the names [`MemU::hits`] takes) get `body` as a 200 JSON answer at
+    /// once, whatever they ask: no parsing, no state, no latency, only the hit counted. For
+    /// benchmarks that need the loopback floor (a static upstream), not memU's behaviour.
+    pub fn fixed_answer(mut self, route: &'static str, body: &'static str) -> Self {
+        self.fixed
+            .insert(route, Bytes::from_static(body.as_bytes()));
+        self
+    }
+
     /// Whether to keep every request for [`MemU::seen`] (the default); off, memory stays flat
     /// however many requests arrive.
     pub fn record_requests(mut self, record: bool) -> Self {
@@ -115,6 +128,7 @@ impl MemUBuilder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
+            fixed: self.fixed,
             hits: Mutex::default(),
             hit: Notify::new(),
             connections: AtomicUsize::new(0),
@@ -177,6 +191,7 @@ impl MemU {
     /// A stand-in to configure before it starts.
     pub fn builder() -> MemUBuilder {
         MemUBuilder {
+            fixed: HashMap::new(),
             latency: None,
             route_latency: HashMap::new(),
             record_requests: true,
@@ -318,6 +333,10 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .find(|r| path.ends_with(r))
             .unwrap_or("other")
     };
+    if let Some(body) = state.fixed.get(name) {
+        count_hit(&state, name);
+        return answers::fixed(body.clone());
+    }
     let route_latency = state.route_latency.lock().unwrap().get(name).cloned();
     let latency = route_latency.or_else(|| state.latency.lock().unwrap().clone());
     // The request as seen, built only when something keeps it or reads it.

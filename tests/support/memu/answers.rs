@@ -302,6 +302,14 @@ fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed()
 }
 
+/// A 200 JSON answer with a body given in advance.
+pub(super) fn fixed(body: Bytes) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
 fn json_status(status: u16, value: Value) -> Response<Body> {
     let mut r = Response::new(full(value.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
