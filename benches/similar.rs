@@ -87,7 +87,7 @@ fn key(query: &str) -> CacheKey {
     let body = serde_json::json!({"user_id": "u1", "agent_id": "mao", "query": query, "top_k": 3,
                                   "min_similarity": 0.3, "include_categories": null});
     read_key(
-        ReadRoute::RelatedMemoryItems,
+        ReadRoute::V1_RELATED,
         "/api/v1/memory/retrieve/related-memory-items",
         None,
         body.to_string().as_bytes(),
@@ -97,7 +97,11 @@ fn key(query: &str) -> CacheKey {
 }
 
 fn main() {
-    let generations = Generations { scope: 0, user: 0 };
+    let generations = Generations {
+        scope: 0,
+        user: 0,
+        all: 0,
+    };
     let lifetimes = Lifetimes {
         ttl: Duration::from_secs(3600),
         stale_while_revalidate: Duration::ZERO,

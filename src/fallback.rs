@@ -1,11 +1,12 @@
 //! The well-formed empty answer for a retrieval memU could not give in time.
 //!
-//! These are the minimal bodies the real `memu-py` SDK parses without error (memu-api.md §4),
-//! echoing the query exactly as the client sent it, because the SDK's models require the echo.
+//! The bodies are data in the route table (`routes/table.rs`): the minimal answers each
+//! generation's clients parse without error (memu-api.md §4, memu-api-next.md §6), lists empty,
+//! never `null`, echoing the query exactly as the client sent it where the shape carries it.
 //! Only reads get a fallback; writes are never faked. Pure.
 
 use bytes::Bytes;
-use serde_json::json;
+use serde_json::Value;
 
 use crate::routes::ReadRoute;
 
@@ -28,6 +29,9 @@ pub enum FallbackReason {
     CircuitOpen,
     /// Too many upstream fetches in flight: this one was shed.
     Overload,
+    /// memU answered 2xx, but not with the route's shape (not a 200 JSON object with the
+    /// route's list fields as lists): never stored.
+    InvalidShape,
 }
 
 impl FallbackReason {
@@ -41,6 +45,7 @@ impl FallbackReason {
             FallbackReason::Budget => "budget",
             FallbackReason::CircuitOpen => "circuit-open",
             FallbackReason::Overload => "overload",
+            FallbackReason::InvalidShape => "invalid-shape",
         }
     }
 
@@ -55,61 +60,79 @@ impl FallbackReason {
             FallbackReason::Budget => "stale-budget",
             FallbackReason::CircuitOpen => "stale-circuit-open",
             FallbackReason::Overload => "stale-overload",
+            FallbackReason::InvalidShape => "stale-invalid-shape",
         }
     }
 }
 
-/// The empty answer for `route`, echoing `query` (the client's `query` / `category_query`).
+/// The empty answer for `route`: its row's template, with the fields that echo the query set to
+/// the client's own text (the v1 SDK's models require the echo).
 pub fn empty_body(route: ReadRoute, query: Option<&str>) -> Bytes {
-    let query = query.unwrap_or_default();
-    let body = match route {
-        ReadRoute::RelatedMemoryItems => json!({
-            "related_memories": [],
-            "query": query,
-            "total_found": 0,
-            "search_params": {},
-        }),
-        ReadRoute::DefaultCategories => json!({
-            "categories": [],
-            "total_categories": 0,
-        }),
-        ReadRoute::RelatedClusteredCategories => json!({
-            "clustered_categories": [],
-            "category_query": query,
-            "total_categories_found": 0,
-            "search_params": {},
-        }),
-    };
+    let fallback = route.fallback;
+    let mut body: Value = serde_json::from_str(fallback.template).unwrap_or(Value::Null);
+    for field in fallback.echo {
+        if let Some(slot) = field.iter().try_fold(&mut body, |v, k| v.get_mut(*k)) {
+            *slot = Value::from(query.unwrap_or_default());
+        }
+    }
     Bytes::from(body.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use crate::routes::table::*;
+    use serde_json::json;
 
     #[test]
-    fn bodies_have_every_field_the_sdk_requires() {
-        let cases: &[(ReadRoute, Option<&str>, Value)] = &[
+    fn bodies_have_every_field_the_clients_require() {
+        let cases: &[(&'static crate::routes::ReadRow, Option<&str>, Value)] = &[
             (
-                ReadRoute::RelatedMemoryItems,
+                &V1_RELATED,
                 Some("你好 \"cats\""),
                 json!({"related_memories": [], "query": "你好 \"cats\"", "total_found": 0, "search_params": {}}),
             ),
             (
-                ReadRoute::DefaultCategories,
+                &V1_CATEGORIES,
                 None,
                 json!({"categories": [], "total_categories": 0}),
             ),
             (
-                ReadRoute::RelatedClusteredCategories,
+                &V1_CLUSTERED,
                 Some("pets"),
                 json!({"clustered_categories": [], "category_query": "pets", "total_categories_found": 0, "search_params": {}}),
             ),
+            (
+                &V3_RETRIEVE,
+                Some("cats"),
+                json!({"categories": [], "items": [], "resources": [], "next_step_query": null}),
+            ),
+            (&V3_CATEGORIES, None, json!({"categories": []})),
+            (
+                &V4_LIST,
+                None,
+                json!({"recall_files": [], "next_cursor": null}),
+            ),
+            (
+                &V4_SEARCH,
+                Some("q"),
+                json!({"segments": [], "files": [], "resources": []}),
+            ),
+            (
+                &SERVER_RETRIEVE,
+                Some("tea?"),
+                json!({"status": "success", "result": {"needs_retrieval": false, "original_query": "tea?",
+                       "rewritten_query": "tea?", "next_step_query": null, "categories": [], "items": [], "resources": []}}),
+            ),
+            (
+                &SERVER_CATEGORIES,
+                None,
+                json!({"status": "success", "result": {"categories": []}}),
+            ),
         ];
-        for (route, query, want) in cases {
-            let got: Value = serde_json::from_slice(&empty_body(*route, *query)).unwrap();
-            assert_eq!(&got, want, "{route:?}");
+        for (row, query, want) in cases {
+            let got: Value = serde_json::from_slice(&empty_body(ReadRoute(row), *query)).unwrap();
+            assert_eq!(&got, want, "{}", row.name);
         }
     }
 }

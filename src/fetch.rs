@@ -111,7 +111,8 @@ async fn run(
     if !matches!(result, Err(UpstreamError::CircuitOpen(_))) {
         state.metrics.upstream(RouteClassLabel::Read, upstream);
     }
-    let fetched = match repair(judge(result), state.fill_null_timestamps) {
+    let route = lease.key().0.route;
+    let fetched = match repair(judge(result, route), route, state.fill_null_timestamps) {
         Judgement::Answer { answer, cacheable } => {
             let stored = cacheable && store(&state, lease.key(), &answer);
             Fetched::Answer {

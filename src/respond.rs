@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn fallbacks_are_json_and_say_why() {
         let handled = fallback(
-            ReadRoute::RelatedMemoryItems,
+            ReadRoute::V1_RELATED,
             Some("cats"),
             FallbackReason::Budget,
             None,

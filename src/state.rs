@@ -20,6 +20,7 @@ use crate::circuit::Circuit;
 use crate::config::Config;
 use crate::decide::Fetched;
 use crate::metrics::{self, InvalidationCause, Metrics};
+use crate::routes::TaskSpec;
 use crate::upstream::Upstream;
 
 /// A coalesced fetch is identified by the key and the generations it was started under, so a
@@ -28,6 +29,14 @@ pub type InflightKey = (CacheKey, Generations);
 
 /// The fetches in flight, by key and generations.
 pub type InflightFetches = Inflight<InflightKey, Arc<Fetched>>;
+
+/// A memorize task the proxy forwarded: the scopes its write invalidated, and how to read its
+/// status answers.
+#[derive(Debug, Clone)]
+pub struct TrackedTask {
+    pub targets: Arc<[(Scope, Invalidate)]>,
+    pub spec: TaskSpec,
+}
 
 /// Most memorize tasks polled at once; past it, only clients' own status polls are watched.
 pub const MAX_TASK_POLLERS: usize = 256;
@@ -38,8 +47,8 @@ pub struct State {
     pub(crate) store: Arc<Store>,
     pub(crate) scopes: Arc<Scopes>,
     pub(crate) inflight: Arc<InflightFetches>,
-    /// memorize task id → the scope to invalidate again when the task reports `SUCCESS`.
-    pub(crate) tasks: BoundedMap<Box<str>, (Scope, Invalidate)>,
+    /// memorize task id → the scopes to invalidate again when the task succeeds.
+    pub(crate) tasks: BoundedMap<Box<str>, TrackedTask>,
     /// Bounds the background polls of memorize tasks (`tasks.rs`).
     pub(crate) task_pollers: Arc<Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
@@ -109,6 +118,13 @@ impl State {
         self.metrics.invalidation(cause);
     }
 
+    /// Invalidates every `(scope, what)` of a write.
+    pub(crate) fn invalidate_all(&self, targets: &[(Scope, Invalidate)], cause: InvalidationCause) {
+        for (scope, what) in targets {
+            self.invalidate(scope, *what, cause);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub(crate) fn render_metrics(&self) -> String {
         metrics::render(&self.registry)
@@ -132,7 +148,7 @@ mod tests {
         settings.circuit.failure_threshold = 1;
         let state = State::new(&settings.validate().unwrap());
         let key = read_key(
-            ReadRoute::RelatedMemoryItems,
+            ReadRoute::V1_RELATED,
             "/p",
             tenant_of(None),
             br#"{"user_id":"u","query":"q"}"#,

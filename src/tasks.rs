@@ -1,8 +1,10 @@
-//! memorize tasks: memU applies a memorize in the background (`PENDING` → `SUCCESS`), so a read
-//! made in between caches an answer without the new memory. The proxy remembers each memorize
-//! task it forwarded (bounded) and invalidates the writer's scope again when the task reports
-//! `SUCCESS`: seen in a client's own status poll through the proxy, or by the proxy's own
-//! background poll, since clients such as Open-LLM-VTuber PR #272 never poll. Called by the write
+//! memorize tasks: memU applies a memorize in the background (`PENDING` → `SUCCESS`, or
+//! `COMPLETED` for v3 and memU-server), so a read made in between caches an answer without the new
+//! memory. The proxy remembers each task it forwarded (bounded), with the scopes the write
+//! invalidated and its row's [`TaskSpec`] (where the state is, which states mean success), and
+//! invalidates those scopes again when the task succeeds: seen in a client's own status poll
+//! through the proxy, or by the proxy's own background poll, since clients such as
+//! Open-LLM-VTuber PR #272 never poll. Called by the write
 //! and pass-through handlers; uses only the shared state and the buffered exchange below it.
 
 use std::sync::Arc;
@@ -11,14 +13,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{request, Method, Request};
-use serde::Deserialize;
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::cache::{Invalidate, Scope};
 use crate::exchange::{deadline, forward_buffered};
 use crate::metrics::InvalidationCause;
 use crate::outcome::RouteClassLabel;
-use crate::state::State;
+use crate::routes::{field, TaskSpec};
+use crate::state::{State, TrackedTask};
 
 /// How often the proxy polls a memorize task it forwarded.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -31,10 +34,12 @@ pub fn track(
     state: &Arc<State>,
     memorize: &request::Parts,
     task_id: Box<str>,
-    scope: Scope,
-    what: Invalidate,
+    targets: Arc<[(Scope, Invalidate)]>,
+    spec: TaskSpec,
 ) {
-    state.tasks.insert(task_id.clone(), (scope, what));
+    state
+        .tasks
+        .insert(task_id.clone(), TrackedTask { targets, spec });
     let Ok(permit) = Arc::clone(&state.task_pollers).try_acquire_owned() else {
         return;
     };
@@ -48,21 +53,38 @@ pub fn track(
     });
 }
 
-/// Applies what a status answer says about a tracked task: `SUCCESS` invalidates its scope
-/// (once, whoever sees it first), `SUCCESS`/`FAILURE` end the tracking.
+/// Applies what a status answer says about a tracked task: success invalidates its scopes (once,
+/// whoever sees it first); success or failure ends the tracking. True when the task is over.
 pub fn observe(state: &State, task_id: &str, body: &[u8]) -> bool {
-    match task_state(body).as_deref() {
-        Some("SUCCESS") => {
-            if let Some((_, (scope, what))) = state.tasks.remove(task_id) {
-                state.invalidate(&scope, what, InvalidationCause::TaskSuccess);
+    let Some(tracked) = state.tasks.get(task_id) else {
+        return true;
+    };
+    match outcome(&tracked.spec, body) {
+        Some(true) => {
+            if let Some((_, tracked)) = state.tasks.remove(task_id) {
+                state.invalidate_all(&tracked.targets, InvalidationCause::TaskSuccess);
             }
             true
         }
-        Some("FAILURE") => {
+        Some(false) => {
             state.tasks.remove(task_id);
             true
         }
-        _ => false,
+        None => false,
+    }
+}
+
+/// What a status answer says: `Some(true)` succeeded, `Some(false)` failed for good, `None` still
+/// running or unreadable.
+fn outcome(spec: &TaskSpec, body: &[u8]) -> Option<bool> {
+    let answer: Value = serde_json::from_slice(body).ok()?;
+    let task_state = field(&answer, spec.state)?.as_str()?;
+    if spec.success.contains(&task_state) {
+        Some(true)
+    } else if spec.failure.contains(&task_state) {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -111,16 +133,6 @@ fn status_request(memorize: &request::Parts, task_id: &str) -> Option<request::P
     Some(request.into_parts().0)
 }
 
-fn task_state(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Status {
-        status: String,
-    }
-    serde_json::from_slice::<Status>(body)
-        .ok()
-        .map(|s| s.status)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,11 +152,35 @@ mod tests {
     }
 
     #[test]
-    fn task_states() {
-        assert_eq!(
-            task_state(br#"{"task_id":"t","status":"SUCCESS","detail_info":""}"#).as_deref(),
-            Some("SUCCESS")
-        );
-        assert_eq!(task_state(b"nope"), None);
+    fn task_states_per_generation() {
+        use crate::routes::table::{SERVER_MEMORIZE, V1_MEMORIZE, V3_MEMORIZE};
+        let v1 = V1_MEMORIZE.task.unwrap();
+        let v3 = V3_MEMORIZE.task.unwrap();
+        let server = SERVER_MEMORIZE.task.unwrap();
+        let flat = |s: &str| format!(r#"{{"task_id":"t","status":"{s}","detail_info":""}}"#);
+        let wrapped = |s: &str| {
+            format!(
+                r#"{{"status":"success","result":{{"task_id":"t","status":"{s}","detail":null}}}}"#
+            )
+        };
+        let cases: &[(&TaskSpec, String, Option<bool>)] = &[
+            (&v1, flat("SUCCESS"), Some(true)),
+            (&v1, flat("FAILURE"), Some(false)),
+            (&v1, flat("PENDING"), None),
+            (&v1, flat("COMPLETED"), None),
+            (&v3, flat("COMPLETED"), Some(true)),
+            (&v3, flat("SUCCESS"), Some(true)),
+            (&v3, flat("FAILED"), Some(false)),
+            (&v3, flat("PROCESSING"), None),
+            (&server, wrapped("COMPLETED"), Some(true)),
+            (&server, wrapped("RUNNING"), None),
+            (&server, wrapped("TERMINATED"), Some(false)),
+            // The envelope's own "success" is not the task's state.
+            (&server, flat("COMPLETED"), None),
+            (&v1, "nope".to_owned(), None),
+        ];
+        for (spec, body, want) in cases {
+            assert_eq!(outcome(spec, body.as_bytes()), *want, "{body}");
+        }
     }
 }

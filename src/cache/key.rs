@@ -1,54 +1,32 @@
-//! Cache keys, built from the parsed JSON body of a retrieval, never from its raw bytes.
+//! Cache keys, built from the parsed request (JSON body, or query string for GET reads), never
+//! from its raw bytes.
 //!
-//! A key holds every input that can change memU's answer: the request path (route, API version and
-//! base path) and query string, the tenant (a SHA-256 digest of the `Authorization` header, never
-//! the header itself), `user_id`, `agent_id` (`null` and absent are the same, and differ from any
-//! string), the normalised `query` / `category_query`, and every other field in canonical form
-//! (object keys sorted, numbers by value, `include_categories` as a set, `null` ≡ absent). Pure.
-
-use std::fmt::Write as _;
+//! A key holds every input that can change memU's answer: the route, the request path (API
+//! version and base path), the tenant (a SHA-256 digest of the `Authorization` header, never the
+//! header itself), the user and agent (found where the route's row says), the query, and every
+//! other parameter in canonical form (object keys sorted, numbers by value, `include_categories`
+//! as a set, `null` ≡ absent). A text query is normalised; a v3 list of messages is kept whole, in
+//! canonical JSON, since earlier turns change the answer. A GET's query string is keyed as its
+//! sorted, percent-decoded parameters (absent is not equal to any value). Pure.
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
+use super::canonical::{canonical, canonical_fields};
 use super::normalize::normalize_query;
-use crate::routes::ReadRoute;
-
-/// Who a request acts for: a digest of its `Authorization` header (`None` when absent).
-pub type Tenant = Option<[u8; 32]>;
-
-/// Digests an `Authorization` header value; the raw credential is never kept.
-pub fn tenant_of(authorization: Option<&[u8]>) -> Tenant {
-    authorization.map(|value| Sha256::digest(value).into())
-}
-
-/// The tenant of a request: the digest of its `Authorization` header.
-pub fn request_tenant(headers: &http::HeaderMap) -> Tenant {
-    tenant_of(
-        headers
-            .get(http::header::AUTHORIZATION)
-            .map(http::HeaderValue::as_bytes),
-    )
-}
-
-/// The (tenant, user, agent) a request reads or writes. `agent: None` is memU's `agent_id: null`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Scope {
-    pub tenant: Tenant,
-    pub user: Box<str>,
-    pub agent: Option<Box<str>>,
-}
+use super::target::{request_tenant, take_scope, Scope, Tenant};
+use crate::routes::{ReadRoute, ScopeSource};
 
 /// The identity of one cacheable retrieval.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub route: ReadRoute,
-    /// Path and query string exactly as sent (keeps `/api/v1` and `/api/v2` apart).
+    /// The path, with the query string exactly as sent for POST reads; a GET read's parameters are
+    /// in `params`.
     pub path_and_query: Box<str>,
     pub scope: Scope,
-    /// The normalised query text, for routes that have one.
+    /// The normalised query text, for routes that have one (and not for a list of messages).
     pub query: Option<Box<str>>,
-    /// Every other body field, canonicalised.
+    /// Every other parameter, canonicalised.
     pub params: Box<str>,
 }
 
@@ -71,23 +49,36 @@ impl CacheKey {
     }
 }
 
-/// Builds the key of a retrieval, or `None` when the body is not cacheable (not a JSON object,
-/// `user_id` missing or not a string, `agent_id` or the query field of the wrong type). Such
-/// requests are forwarded untouched.
+/// Builds the key of a retrieval, or `None` when the request is not cacheable (a body that is
+/// not a JSON object, scope fields missing or of the wrong type, the query field missing or of
+/// the wrong type). Such requests are forwarded untouched.
 pub fn read_key(
     route: ReadRoute,
     path_and_query: &str,
     tenant: Tenant,
     body: &[u8],
 ) -> Option<KeyedRead> {
-    let mut fields: Map<String, Value> = serde_json::from_slice(body).ok()?;
-    let scope = take_scope(&mut fields, tenant)?;
-    let raw_query = match route.query_field() {
-        Some(name) => match fields.remove(name) {
-            Some(Value::String(q)) => Some(q),
+    let (path, mut fields) = match route.scope {
+        ScopeSource::QueryOrDefault => {
+            let (path, query) = path_and_query
+                .split_once('?')
+                .unwrap_or((path_and_query, ""));
+            (path, query_fields(query))
+        }
+        _ => (path_and_query, serde_json::from_slice(body).ok()?),
+    };
+    let scope = take_scope(route.scope, &mut fields, tenant)?;
+    let (query, raw_query) = match route.query {
+        None => (None, None),
+        Some(field) => match fields.remove(field.name) {
+            Some(Value::String(q)) => (Some(normalize_query(&q).into()), Some(q)),
+            // Kept among the parameters: keyed as the whole canonical list.
+            Some(messages @ Value::Array(_)) if field.messages => {
+                fields.insert(field.name.to_owned(), Value::String(canonical(&messages)));
+                (None, None)
+            }
             _ => return None,
         },
-        None => None,
     };
     if let Some(Value::Array(categories)) = fields.get_mut("include_categories") {
         categories.sort_by_cached_key(canonical);
@@ -96,9 +87,9 @@ pub fn read_key(
     Some(KeyedRead {
         key: CacheKey {
             route,
-            path_and_query: path_and_query.into(),
+            path_and_query: path.into(),
             scope,
-            query: raw_query.as_deref().map(|q| normalize_query(q).into()),
+            query,
             params: canonical_fields(&fields).into(),
         },
         raw_query,
@@ -115,109 +106,33 @@ pub fn request_key(
     read_key(route, path_and_query, request_tenant(&parts.headers), body)
 }
 
-/// The scope a write acts on: `user_id` (string) and `agent_id` (string or null/absent).
-pub fn write_scope(tenant: Tenant, body: &[u8]) -> Option<Scope> {
-    let mut fields: Map<String, Value> = serde_json::from_slice(body).ok()?;
-    take_scope(&mut fields, tenant)
-}
-
-fn take_scope(fields: &mut Map<String, Value>, tenant: Tenant) -> Option<Scope> {
-    let user = match fields.remove("user_id") {
-        Some(Value::String(user)) => user.into_boxed_str(),
-        _ => return None,
-    };
-    let agent = match fields.remove("agent_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(agent)) => Some(agent.into_boxed_str()),
-        Some(_) => return None,
-    };
-    Some(Scope {
-        tenant,
-        user,
-        agent,
-    })
-}
-
-/// Canonical text of the remaining top-level fields; `null` fields are dropped (≡ absent).
-fn canonical_fields(fields: &Map<String, Value>) -> String {
-    let mut out = String::new();
-    for (name, value) in sorted(fields).into_iter().filter(|(_, v)| !v.is_null()) {
-        write_string(name, &mut out);
-        out.push(':');
-        write_canonical(value, &mut out);
-        out.push(',');
-    }
-    out
-}
-
-/// Object entries by key. serde_json's map is ordered unless a crate in the build turns on its
-/// `preserve_order` feature; sorting here keeps keys canonical either way.
-fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
-    let mut entries: Vec<_> = map.iter().collect();
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    entries
-}
-
-fn canonical(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-/// Writes a JSON value with sorted object keys and numbers by value.
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(n, out),
-        Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for item in items {
-                write_canonical(item, out);
-                out.push(',');
+/// A query string's parameters, percent-decoded, as string fields; a repeated name keeps every
+/// value in order (a list), so `a=1&a=2` differs from `a=2&a=1` and from `a=1`.
+fn query_fields(query: &str) -> Map<String, Value> {
+    let mut fields = Map::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = Value::String(value.into_owned());
+        match fields.get_mut(name.as_ref()) {
+            None => {
+                fields.insert(name.into_owned(), value);
             }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (name, item) in sorted(map) {
-                write_string(name, out);
-                out.push(':');
-                write_canonical(item, out);
-                out.push(',');
-            }
-            out.push('}');
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
         }
     }
-}
-
-/// Integers exactly; other numbers as the shortest text of their f64 value, with integral values
-/// written as integers, so `0.5` ≡ `0.50` and `10` ≡ `10.0`.
-fn write_number(n: &serde_json::Number, out: &mut String) {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    if let Some(i) = n.as_i64() {
-        let _ = write!(out, "{i}");
-    } else if let Some(u) = n.as_u64() {
-        let _ = write!(out, "{u}");
-    } else if let Some(f) = n.as_f64() {
-        if f.fract() == 0.0 && f.abs() < EXACT {
-            let _ = write!(out, "{}", f as i64);
-        } else {
-            let _ = write!(out, "{f:?}");
-        }
-    }
-}
-
-fn write_string(s: &str, out: &mut String) {
-    // serde_json's escaping is deterministic, and keeps `"a,b"` apart from two fields.
-    out.push_str(&Value::from(s).to_string());
+    fields
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ReadRoute::*;
+    use crate::cache::target::tenant_of;
+    use crate::routes::table::*;
+
+    #[allow(non_upper_case_globals)]
+    const RelatedMemoryItems: ReadRoute = ReadRoute(&V1_RELATED);
+    #[allow(non_upper_case_globals)]
+    const DefaultCategories: ReadRoute = ReadRoute(&V1_CATEGORIES);
 
     const PATH: &str = "/api/v1/memory/retrieve/related-memory-items";
 
@@ -328,12 +243,97 @@ mod tests {
         assert_eq!(read.key.query.as_deref(), Some("hi there"));
     }
 
+    fn keyed(row: &'static crate::routes::ReadRow, path: &str, body: &str) -> Option<CacheKey> {
+        read_key(ReadRoute(row), path, None, body.as_bytes()).map(|r| r.key)
+    }
+
     #[test]
-    fn write_scopes() {
-        let s = write_scope(None, br#"{"user_id":"u","agent_id":"a","conversation":[]}"#).unwrap();
-        assert_eq!((&*s.user, s.agent.as_deref()), ("u", Some("a")));
-        let all = write_scope(None, br#"{"user_id":"u","agent_id":null}"#).unwrap();
-        assert_eq!(all.agent, None);
-        assert!(write_scope(None, b"{}").is_none());
+    fn v3_queries_are_text_normalised_or_whole_message_lists() {
+        let p = "/api/v3/memory/retrieve";
+        let k = |body| keyed(&V3_RETRIEVE, p, body).unwrap();
+        assert_eq!(
+            k(r#"{"user_id":"u","agent_id":"a","query":"Café ☕?"}"#),
+            k(r#"{"query":"café ☕","agent_id":"a","user_id":"u"}"#)
+        );
+        let turns = r#"{"user_id":"u","agent_id":"a","query":[{"role":"user","content":"hi"},{"role":"user","content":"cats?"}]}"#;
+        let last_only =
+            r#"{"user_id":"u","agent_id":"a","query":[{"role":"user","content":"cats?"}]}"#;
+        assert_ne!(k(turns), k(last_only), "earlier turns change the answer");
+        assert_eq!(k(turns).query, None, "a list is never matched as text");
+        assert_eq!(
+            k(turns),
+            k(
+                r#"{"agent_id":"a","user_id":"u","query":[{"content":"hi","role":"user"},{"content":"cats?","role":"user"}]}"#
+            )
+        );
+        assert_ne!(
+            k(r#"{"user_id":"u","agent_id":"a","query":"[]"}"#),
+            k(r#"{"user_id":"u","agent_id":"a","query":[]}"#)
+        );
+        // Third-party bodies without `query` are forwarded, not cached.
+        assert!(keyed(
+            &V3_RETRIEVE,
+            p,
+            r#"{"queries":[{"role":"user"}],"where":{"user_id":"u"}}"#
+        )
+        .is_none());
+        // v3 categories: absent, null and "" agent are one value.
+        let c = |body| keyed(&V3_CATEGORIES, "/api/v3/memory/categories", body).unwrap();
+        assert_eq!(
+            c(r#"{"user_id":"u"}"#),
+            c(r#"{"user_id":"u","agent_id":""}"#)
+        );
+        assert_ne!(
+            c(r#"{"user_id":"u"}"#),
+            c(r#"{"user_id":"u","agent_id":"a"}"#)
+        );
+    }
+
+    #[test]
+    fn v4_list_keys_are_the_sorted_decoded_parameters() {
+        let k = |pq: &str| keyed(&V4_LIST, pq, "").unwrap();
+        let base = k("/api/v4/memory?user_id=default&agent_id=default");
+        assert_eq!(base, k("/api/v4/memory?agent_id=default&user_id=default"));
+        assert_eq!(base, k("/api/v4/memory"), "missing ids mean default");
+        assert_eq!(
+            base,
+            k("/api/v4/memory?user_id=&agent_id=%20"),
+            "blank ids mean default"
+        );
+        assert_eq!(base.path_and_query.as_ref(), "/api/v4/memory");
+        let page = k("/api/v4/memory?user_id=u1&agent_id=default&cursor=abc%3D&limit=25");
+        assert_eq!(
+            page,
+            k("/api/v4/memory?limit=25&cursor=abc=&agent_id=default&user_id=u1")
+        );
+        assert_eq!(page.scope.user.as_ref(), "u1");
+        for other in [
+            "/api/v4/memory?user_id=u1&agent_id=default&cursor=abc%3D",
+            "/api/v4/memory?user_id=u1&agent_id=default&cursor=abc%3D&limit=50",
+            "/api/v4/memory?user_id=u1&agent_id=default&cursor=&limit=25",
+            "/api/v4/memory?user_id=u1&agent_id=default&cursor=abc%3D&limit=25&limit=26",
+            "/api/v4/memory?user_id=u2&agent_id=default&cursor=abc%3D&limit=25",
+        ] {
+            assert_ne!(page, k(other), "{other}");
+        }
+        // v4 search: body ids default the same way.
+        let s = |body| keyed(&V4_SEARCH, "/api/v4/memory/search", body).unwrap();
+        assert_eq!(
+            s(r#"{"query":"Tea?"}"#),
+            s(r#"{"query":"tea","user_id":"default","agent_id":""}"#)
+        );
+    }
+
+    #[test]
+    fn memu_server_retrieve_is_global_and_categories_keep_a_blank_agent() {
+        let r = |body| keyed(&SERVER_RETRIEVE, "/retrieve", body).unwrap();
+        assert_eq!(r(r#"{"query":"tea"}"#).scope, Scope::global(None));
+        assert!(keyed(&SERVER_RETRIEVE, "/retrieve", r#"{"query":["x"]}"#).is_none());
+        let c = |body| keyed(&SERVER_CATEGORIES, "/categories", body).unwrap();
+        assert_ne!(
+            c(r#"{"user_id":"u"}"#),
+            c(r#"{"user_id":"u","agent_id":""}"#)
+        );
+        assert_eq!(c(r#"{"user_id":" u"}"#), c(r#"{"user_id":"u"}"#));
     }
 }

@@ -2,16 +2,16 @@
 //! coalescing of concurrent misses. Everything here is synchronous and socket-free except
 //! [`inflight`], which only uses a `tokio::sync::watch` channel.
 
+pub mod canonical;
 pub mod inflight;
 pub mod key;
 pub mod normalize;
 pub mod scope;
 pub mod similar;
 pub mod store;
+pub mod target;
 
-pub use key::{
-    read_key, request_key, request_tenant, tenant_of, write_scope, CacheKey, KeyedRead, Scope,
-    Tenant,
-};
-pub use scope::{Generations, Invalidate, Scopes};
+pub use key::{read_key, request_key, CacheKey, KeyedRead};
+pub use scope::{Generations, Scopes};
 pub use store::{Entry, Lifetimes, Lookup, Store};
+pub use target::{request_tenant, tenant_of, write_targets, Invalidate, Scope, Tenant};

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::key::Scope;
+use super::target::{Invalidate, Scope};
 use crate::metrics;
 
 /// The generations a cached entry depends on.
@@ -32,15 +32,9 @@ pub struct Generations {
     pub scope: u64,
     /// Of (tenant, user, all agents), bumped by `delete` with `agent_id: null`.
     pub user: u64,
-}
-
-/// Which generations a write bumps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Invalidate {
-    /// memorize/delete for (U, A): reads of (U, A) and (U, null).
-    Agent,
-    /// delete for (U, null): every read of U.
-    AllAgents,
+    /// Of everything, bumped by a write that covers every user (a memU-server `/clear` naming
+    /// only an agent).
+    pub all: u64,
 }
 
 /// The bounded generation table.
@@ -57,6 +51,8 @@ struct Table {
     order: VecDeque<(u64, u64)>,
     floor: u64,
     next: u64,
+    /// Bumped by [`Invalidate::Everything`].
+    all: u64,
 }
 
 #[derive(Hash)]
@@ -90,6 +86,7 @@ impl Scopes {
         Generations {
             scope: table.get(own),
             user: table.get(user),
+            all: table.all,
         }
     }
 
@@ -104,6 +101,7 @@ impl Scopes {
                 table.bump(null_slot, self.capacity);
             }
             Invalidate::AllAgents => table.bump(user, self.capacity),
+            Invalidate::Everything => table.all += 1,
         }
     }
 
@@ -217,6 +215,21 @@ mod tests {
             assert_ne!(scopes.current(read), old, "{read:?}");
         }
         assert_eq!(scopes.current(&scope("v", None)), other_before);
+    }
+
+    #[test]
+    fn an_everything_bump_invalidates_every_scope() {
+        let scopes = Scopes::new(100);
+        let reads = [
+            scope("u", Some("a")),
+            scope("v", None),
+            scope("w", Some("")),
+        ];
+        let before = reads.each_ref().map(|s| scopes.current(s));
+        scopes.invalidate(&scope("x", None), Invalidate::Everything);
+        for (read, old) in reads.iter().zip(before) {
+            assert_ne!(scopes.current(read), old, "{read:?}");
+        }
     }
 
     #[test]

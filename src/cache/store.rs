@@ -219,13 +219,14 @@ impl Collector for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::key::{read_key, tenant_of};
+    use crate::cache::key::read_key;
+    use crate::cache::target::tenant_of;
     use crate::routes::ReadRoute;
 
     fn key(n: usize) -> CacheKey {
         let body = format!(r#"{{"user_id":"u","query":"q{n}"}}"#);
         read_key(
-            ReadRoute::RelatedMemoryItems,
+            ReadRoute::V1_RELATED,
             "/p",
             tenant_of(None),
             body.as_bytes(),
@@ -234,7 +235,11 @@ mod tests {
         .key
     }
 
-    const GEN: Generations = Generations { scope: 0, user: 0 };
+    const GEN: Generations = Generations {
+        scope: 0,
+        user: 0,
+        all: 0,
+    };
 
     fn lifetimes(ttl: u64, swr: u64, sie: u64) -> Lifetimes {
         Lifetimes {
@@ -278,7 +283,11 @@ mod tests {
         let store = Store::new(1 << 20, lifetimes(300, 60, 600));
         let now = Instant::now();
         admit(&store, 1, GEN, now);
-        let later = Generations { scope: 1, user: 0 };
+        let later = Generations {
+            scope: 1,
+            user: 0,
+            all: 0,
+        };
         assert!(matches!(store.lookup(&key(1), later, now), Lookup::Miss));
         assert!(store.stale_if_error(&key(1), now).is_some());
         assert!(matches!(store.lookup(&key(2), GEN, now), Lookup::Miss));

@@ -3,9 +3,11 @@
 //! An app calls it when voice activity detection hears the user start speaking, so the lookup at
 //! the end of the utterance is a hit. Body: `{"user_id", "agent_id"?, "queries"?, "top_k"?,
 //! "min_similarity"?}` with the client's usual `Authorization`. The proxy answers 202 at once and,
-//! in the background, fetches that scope's default categories and the related memory items of
-//! each query, with the bodies the memu-py 0.1.8 SDK sends, so they land under the keys the app's
-//! own later requests use. The fetches are ordinary coalesced, bounded background fetches.
+//! in the background, fetches that scope's categories (or, for v4, its first list page) and the
+//! retrieval of each query, with the requests the generation's own client sends (`"api"`:
+//! `"v1"`, the default, as memu-py 0.1.8; `"v3"` as memu-sdk 1.0; `"v4"` as memu-cli;
+//! `"server"` for memU-server 1.x), so they land under the keys the app's own later requests use.
+//! The fetches are ordinary coalesced, bounded background fetches.
 
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ use crate::exchange::read_body;
 use crate::fetch::start_background;
 use crate::outcome::Handled;
 use crate::respond::json;
-use crate::routes::ReadRoute;
+use crate::routes::{table, ReadRoute};
 use crate::state::State;
 
 pub const PREWARM_PATH: &str = "/prewarm";
@@ -31,8 +33,26 @@ pub const PREWARM_PATH: &str = "/prewarm";
 /// Most queries one prewarm may ask for.
 pub const MAX_QUERIES: usize = 16;
 
-/// Where the prewarmed requests are addressed: the memU v1 API, as memu-py 0.1.8 calls it.
-const API_PREFIX: &str = "/api/v1/memory/";
+/// Which memU generation to prewarm, as its client calls it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    #[default]
+    V1,
+    V3,
+    V4,
+    Server,
+}
+
+/// One retrieval to prewarm: its route and the request its client would send.
+#[derive(Debug)]
+pub struct Retrieval {
+    pub route: ReadRoute,
+    pub method: Method,
+    pub path_and_query: String,
+    /// `None` for a GET.
+    pub body: Option<Value>,
+}
 
 pub fn is_prewarm(method: &Method, path: &str) -> bool {
     method == Method::POST && path == PREWARM_PATH
@@ -42,12 +62,15 @@ pub fn is_prewarm(method: &Method, path: &str) -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prewarm {
+    #[serde(default)]
+    pub api: Api,
     pub user_id: String,
     #[serde(default)]
     pub agent_id: Option<String>,
     #[serde(default)]
     pub queries: Vec<String>,
-    /// memu-py's defaults: 10 and 0.3. Send the values the app itself uses, or the keys differ.
+    /// v1 only. memu-py's defaults: 10 and 0.3. Send the values the app itself uses, or the keys
+    /// differ.
     #[serde(default = "default_top_k")]
     pub top_k: u64,
     #[serde(default = "default_min_similarity")]
@@ -63,28 +86,84 @@ fn default_min_similarity() -> f64 {
 }
 
 impl Prewarm {
-    /// The retrievals to fetch: (route, path, body), with the SDK's exact fields.
-    pub fn retrievals(&self) -> Vec<(ReadRoute, String, Value)> {
-        let categories = json!({
-            "user_id": self.user_id, "agent_id": self.agent_id,
-            "include_inactive": false, "want_summary": true,
-        });
-        let mut out = vec![(
-            ReadRoute::DefaultCategories,
-            format!("{API_PREFIX}retrieve/default-categories"),
-            categories,
-        )];
-        out.extend(self.queries.iter().map(|query| {
-            let body = json!({
-                "user_id": self.user_id, "agent_id": self.agent_id, "query": query,
-                "top_k": self.top_k, "min_similarity": self.min_similarity, "include_categories": null,
-            });
-            (
-                ReadRoute::RelatedMemoryItems,
-                format!("{API_PREFIX}retrieve/related-memory-items"),
-                body,
-            )
-        }));
+    /// The retrievals to fetch, with the client's exact fields.
+    pub fn retrievals(&self) -> Vec<Retrieval> {
+        let (user, agent) = (&self.user_id, &self.agent_id);
+        let post = |route: &'static crate::routes::ReadRow, path: &str, body: Value| Retrieval {
+            route: ReadRoute(route),
+            method: Method::POST,
+            path_and_query: path.to_owned(),
+            body: Some(body),
+        };
+        // memu-sdk and memU-server clients omit a missing agent rather than send null.
+        let mut scoped = json!({ "user_id": user });
+        if let Some(agent) = agent.as_deref().filter(|a| !a.is_empty()) {
+            scoped["agent_id"] = json!(agent);
+        }
+        type PerQuery<'a> = Box<dyn Fn(&str) -> Retrieval + 'a>;
+        let (first, per_query): (Retrieval, PerQuery) = match self.api {
+            Api::V1 => (
+                post(
+                    &table::V1_CATEGORIES,
+                    "/api/v1/memory/retrieve/default-categories",
+                    json!({"user_id": user, "agent_id": agent, "include_inactive": false, "want_summary": true}),
+                ),
+                Box::new(|query| {
+                    post(
+                        &table::V1_RELATED,
+                        "/api/v1/memory/retrieve/related-memory-items",
+                        json!({"user_id": user, "agent_id": agent, "query": query,
+                               "top_k": self.top_k, "min_similarity": self.min_similarity, "include_categories": null}),
+                    )
+                }),
+            ),
+            Api::V3 => (
+                post(
+                    &table::V3_CATEGORIES,
+                    "/api/v3/memory/categories",
+                    scoped.clone(),
+                ),
+                Box::new(|query| {
+                    let mut body = scoped.clone();
+                    body["query"] = json!(query);
+                    post(&table::V3_RETRIEVE, "/api/v3/memory/retrieve", body)
+                }),
+            ),
+            Api::V4 => {
+                let agent = agent.as_deref().unwrap_or("default");
+                let list: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("user_id", user)
+                    .append_pair("agent_id", agent)
+                    .finish();
+                (
+                    Retrieval {
+                        route: ReadRoute(&table::V4_LIST),
+                        method: Method::GET,
+                        path_and_query: format!("/api/v4/memory?{list}"),
+                        body: None,
+                    },
+                    Box::new(move |query| {
+                        post(
+                            &table::V4_SEARCH,
+                            "/api/v4/memory/search",
+                            json!({"query": query, "user_id": user, "agent_id": agent}),
+                        )
+                    }),
+                )
+            }
+            Api::Server => (
+                post(&table::SERVER_CATEGORIES, "/categories", scoped.clone()),
+                Box::new(|query| {
+                    post(
+                        &table::SERVER_RETRIEVE,
+                        "/retrieve",
+                        json!({ "query": query }),
+                    )
+                }),
+            ),
+        };
+        let mut out = vec![first];
+        out.extend(self.queries.iter().map(|query| per_query(query)));
         out
     }
 }
@@ -99,9 +178,12 @@ pub async fn handle(
     let retrievals = parse(&body)?.retrievals();
     let fetches = retrievals.len();
     if state.cache_enabled {
-        for (route, path, body) in retrievals {
-            let parts = retrieval_parts(&parts, &path)?;
-            warm(state, route, &parts, Bytes::from(body.to_string()));
+        for retrieval in retrievals {
+            let head = retrieval_parts(&parts, &retrieval)?;
+            let body = retrieval
+                .body
+                .map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+            warm(state, retrieval.route, &head, body);
         }
     }
     state.metrics.prewarm();
@@ -112,14 +194,21 @@ pub async fn handle(
     )))
 }
 
-/// The head of one prewarmed retrieval, as the SDK sends it, with the caller's credentials.
-fn retrieval_parts(prewarm: &request::Parts, path: &str) -> Result<request::Parts, ProxyError> {
-    let mut request = Request::builder().method(Method::POST).uri(path);
+/// The head of one prewarmed retrieval, as the client sends it, with the caller's credentials.
+fn retrieval_parts(
+    prewarm: &request::Parts,
+    retrieval: &Retrieval,
+) -> Result<request::Parts, ProxyError> {
+    let mut request = Request::builder()
+        .method(retrieval.method.clone())
+        .uri(retrieval.path_and_query.as_str());
     if let Some(auth) = prewarm.headers.get(header::AUTHORIZATION) {
         request = request.header(header::AUTHORIZATION, auth);
     }
+    if retrieval.body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
     let request = request
-        .header(header::CONTENT_TYPE, "application/json")
         .header(header::ACCEPT, "application/json")
         .body(())
         .map_err(ProxyError::BadRequest)?;
@@ -152,7 +241,7 @@ fn parse(body: &[u8]) -> Result<Prewarm, PrewarmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::read_key;
+    use crate::cache::{read_key, CacheKey};
 
     #[test]
     fn prewarmed_keys_equal_the_sdks_own() {
@@ -164,13 +253,91 @@ mod tests {
             br#"{"user_id": "u1", "agent_id": "a1", "query": "What pets do I like?", "top_k": 3, "min_similarity": 0.7, "include_categories": null}"#.as_slice(),
         ];
         assert_eq!(retrievals.len(), 2);
-        for ((route, path, body), sdk_body) in retrievals.iter().zip(sdk) {
-            let ours = read_key(*route, path, None, body.to_string().as_bytes())
-                .unwrap()
-                .key;
-            let theirs = read_key(*route, path, None, sdk_body).unwrap().key;
-            assert_eq!(ours, theirs, "{path}");
+        for (retrieval, sdk_body) in retrievals.iter().zip(sdk) {
+            assert_eq!(ours(retrieval), theirs(retrieval, sdk_body));
         }
+    }
+
+    fn ours(r: &Retrieval) -> CacheKey {
+        let body = r.body.as_ref().map(Value::to_string).unwrap_or_default();
+        read_key(r.route, &r.path_and_query, None, body.as_bytes())
+            .unwrap()
+            .key
+    }
+
+    fn theirs(r: &Retrieval, body: &[u8]) -> CacheKey {
+        read_key(r.route, &r.path_and_query, None, body)
+            .unwrap()
+            .key
+    }
+
+    #[test]
+    fn each_generation_is_prewarmed_with_its_clients_requests() {
+        let prewarm = |api: &str| {
+            parse(
+                format!(r#"{{"api":"{api}","user_id":"u1","agent_id":"a1","queries":["Café?"]}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+            .retrievals()
+        };
+        // Requests as memu-sdk 1.0, memu-cli 0.10.0 and memU-server clients send them
+        // (memu-api-next.md §3.1, §3.2, §4.1, §4.2, §5.1, §5.2).
+        /// (row name, path and query, the client's body)
+        type Sent = (&'static str, &'static str, &'static str);
+        let cases: [(&str, [Sent; 2]); 3] = [
+            (
+                "v3",
+                [
+                    (
+                        "v3 categories",
+                        "/api/v3/memory/categories",
+                        r#"{"user_id":"u1","agent_id":"a1"}"#,
+                    ),
+                    (
+                        "v3 retrieve",
+                        "/api/v3/memory/retrieve",
+                        r#"{"user_id":"u1","agent_id":"a1","query":"Café?"}"#,
+                    ),
+                ],
+            ),
+            (
+                "v4",
+                [
+                    ("v4 list", "/api/v4/memory?user_id=u1&agent_id=a1", ""),
+                    (
+                        "v4 search",
+                        "/api/v4/memory/search",
+                        r#"{"query":"Café?","user_id":"u1","agent_id":"a1"}"#,
+                    ),
+                ],
+            ),
+            (
+                "server",
+                [
+                    (
+                        "server categories",
+                        "/categories",
+                        r#"{"user_id":"u1","agent_id":"a1"}"#,
+                    ),
+                    ("server retrieve", "/retrieve", r#"{"query":"Café?"}"#),
+                ],
+            ),
+        ];
+        for (api, want) in cases {
+            let got = prewarm(api);
+            assert_eq!(got.len(), 2, "{api}");
+            for (r, (name, path, body)) in got.iter().zip(want) {
+                assert_eq!(
+                    (r.route.name, r.path_and_query.as_str()),
+                    (name, path),
+                    "{api}"
+                );
+                assert_eq!(ours(r), theirs(r, body.as_bytes()), "{api} {name}");
+            }
+        }
+        assert_eq!(prewarm("v4")[0].method, Method::GET);
+        assert!(parse(br#"{"api":"v2","user_id":"u"}"#).is_err());
     }
 
     #[test]

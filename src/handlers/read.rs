@@ -214,7 +214,11 @@ async fn bypass(
     let exchanged = forward_buffered(state, parts, body, RouteClassLabel::Read, deadline).await;
     let upstream = exchanged.upstream;
     Ok(match read {
-        Some(read) => match repair(judge(exchanged.result), state.fill_null_timestamps) {
+        Some(read) => match repair(
+            judge(exchanged.result, route),
+            route,
+            state.fill_null_timestamps,
+        ) {
             Judgement::Fallback(reason) => {
                 let mut handled = fallback(state, route, &read, reason, Some(upstream));
                 add_timing(handled.response.headers_mut(), &[("upstream", upstream)]);

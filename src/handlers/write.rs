@@ -1,25 +1,26 @@
-//! Invalidating writes (memorize, delete): forwarded, never faked, and invalidating.
+//! Invalidating writes (memorize, delete, commit, clear, for every generation): forwarded once,
+//! never faked, and invalidating what the route's row says they change.
 //!
-//! The body is buffered (it is small and bounded) to read the (tenant, user, agent) it writes.
-//! The scope is invalidated *before* forwarding, so no read started after the write was sent is
-//! served from an older answer, and again after a successful answer, so a read fetched while
-//! memU was applying the write is not admitted as fresh. A memorize's `task_id` is remembered, so
-//! a later `SUCCESS` status poll invalidates once more (memU applies memorize asynchronously).
+//! The body is buffered (it is small and bounded) to read the scope it writes. The scopes are
+//! invalidated *before* forwarding, so no read started after the write was sent is served from an
+//! older answer, and again after a successful answer, so a read fetched while memU was applying
+//! the write is not admitted as fresh. An asynchronous write's task id (where its row says) is
+//! remembered, so a later status poll reporting success invalidates once more (`tasks.rs`).
 //! Failures are reported honestly: 504 on the deadline, 502 when memU is unreachable.
 
 use std::sync::Arc;
 
 use http::Request;
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::body::ProxyBody;
-use crate::cache::{request_tenant, write_scope, Invalidate, Scope};
+use crate::cache::{request_tenant, write_targets};
 use crate::error::ProxyError;
 use crate::exchange::{deadline, forward_buffered, read_body};
 use crate::metrics::InvalidationCause;
 use crate::outcome::{Handled, Outcome, RouteClassLabel};
 use crate::respond::forwarded;
-use crate::routes::WriteRoute;
+use crate::routes::{field, WriteRoute};
 use crate::state::State;
 use crate::tasks;
 
@@ -31,80 +32,50 @@ pub async fn handle(
 ) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
     let body = read_body(body, state.max_body_bytes).await?;
-    let tenant = request_tenant(&parts.headers);
-    let target = write_scope(tenant, &body).map(|scope| {
-        let what = invalidation_for(route, &scope);
-        (scope, what)
-    });
-    if let Some((scope, what)) = &target {
-        state.invalidate(scope, *what, InvalidationCause::Write);
-    }
+    let targets: Arc<[_]> = write_targets(route, request_tenant(&parts.headers), &body).into();
+    state.invalidate_all(&targets, InvalidationCause::Write);
 
     let exchanged =
         forward_buffered(state, &parts, body, RouteClassLabel::Write, deadline(state)).await;
     let answer = exchanged.result?;
 
-    if let (true, Some((scope, what))) = (answer.status.is_success(), target) {
-        state.invalidate(&scope, what, InvalidationCause::Write);
-        if route == WriteRoute::Memorize {
-            if let Some(task_id) = task_id(&answer.body) {
-                tasks::track(state, &parts, task_id, scope, what);
+    if answer.status.is_success() && !targets.is_empty() {
+        state.invalidate_all(&targets, InvalidationCause::Write);
+        if let Some(spec) = route.task {
+            if let Some(task_id) = task_id(&answer.body, spec.id) {
+                tasks::track(state, &parts, task_id, targets, spec);
             }
         }
     }
     Ok(forwarded(&answer, exchanged.upstream, Outcome::Miss))
 }
 
-/// A delete with `agent_id: null` covers all of the user's agents; anything else covers the
-/// agent and the user's agent-less reads.
-fn invalidation_for(route: WriteRoute, scope: &Scope) -> Invalidate {
-    match (route, &scope.agent) {
-        (WriteRoute::Delete, None) => Invalidate::AllAgents,
-        _ => Invalidate::Agent,
+/// The task id at `id` in a write's answer (a string; some servers may send a number).
+fn task_id(body: &[u8], id: crate::routes::Field) -> Option<Box<str>> {
+    let answer: Value = serde_json::from_slice(body).ok()?;
+    match field(&answer, id)? {
+        Value::String(s) if !s.is_empty() => Some(s.as_str().into()),
+        Value::Number(n) => Some(n.to_string().into()),
+        _ => None,
     }
-}
-
-/// The `task_id` of a memorize answer.
-fn task_id(body: &[u8]) -> Option<Box<str>> {
-    #[derive(Deserialize)]
-    struct Started {
-        task_id: String,
-    }
-    serde_json::from_slice::<Started>(body)
-        .ok()
-        .map(|s| s.task_id.into_boxed_str())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::table::{SERVER_MEMORIZE, V1_MEMORIZE};
 
     #[test]
-    fn invalidation_scope_per_write() {
-        let scope = |agent: Option<&str>| Scope {
-            tenant: None,
-            user: "u".into(),
-            agent: agent.map(Into::into),
-        };
-        assert_eq!(
-            invalidation_for(WriteRoute::Delete, &scope(None)),
-            Invalidate::AllAgents
-        );
-        assert_eq!(
-            invalidation_for(WriteRoute::Delete, &scope(Some("a"))),
-            Invalidate::Agent
-        );
-        assert_eq!(
-            invalidation_for(WriteRoute::Memorize, &scope(Some("a"))),
-            Invalidate::Agent
-        );
-    }
-
-    #[test]
-    fn task_ids_are_read_from_memorize_answers() {
+    fn task_ids_are_read_where_the_row_says() {
+        let v1 = V1_MEMORIZE.task.unwrap().id;
         let body = br#"{"task_id":"78500061","status":"PENDING","message":"started"}"#;
-        assert_eq!(task_id(body).as_deref(), Some("78500061"));
-        assert_eq!(task_id(b"{}"), None);
-        assert_eq!(task_id(b"garbage"), None);
+        assert_eq!(task_id(body, v1).as_deref(), Some("78500061"));
+        assert_eq!(task_id(b"{}", v1), None);
+        assert_eq!(task_id(b"garbage", v1), None);
+        assert_eq!(task_id(br#"{"task_id":""}"#, v1), None);
+        let server = SERVER_MEMORIZE.task.unwrap().id;
+        let body = br#"{"status":"success","result":{"task_id":"memorize-ab","status":"PENDING"}}"#;
+        assert_eq!(task_id(body, server).as_deref(), Some("memorize-ab"));
+        assert_eq!(task_id(body, v1), None);
     }
 }

@@ -114,7 +114,7 @@ mod tests {
     fn key(query: &str) -> CacheKey {
         let body = serde_json::json!({"user_id": "u", "agent_id": "a", "query": query, "top_k": 3});
         read_key(
-            ReadRoute::RelatedMemoryItems,
+            ReadRoute::V1_RELATED,
             "/p",
             None,
             body.to_string().as_bytes(),
@@ -134,7 +134,7 @@ mod tests {
         assert!(index.find(&key("明天天气怎么样呀"), 0.9).is_empty());
         let other_user = serde_json::json!({"user_id": "v", "agent_id": "a", "query": "今天天气怎么样呀", "top_k": 3});
         let other_user = read_key(
-            ReadRoute::RelatedMemoryItems,
+            ReadRoute::V1_RELATED,
             "/p",
             None,
             other_user.to_string().as_bytes(),
@@ -144,7 +144,7 @@ mod tests {
         assert!(index.find(&other_user, 0.9).is_empty());
         let other_top_k = serde_json::json!({"user_id": "u", "agent_id": "a", "query": "今天天气怎么样呀", "top_k": 4});
         let other_top_k = read_key(
-            ReadRoute::RelatedMemoryItems,
+            ReadRoute::V1_RELATED,
             "/p",
             None,
             other_top_k.to_string().as_bytes(),
