@@ -25,7 +25,7 @@ use crate::exchange::read_body;
 use crate::fetch::start_background;
 use crate::outcome::Handled;
 use crate::respond::json;
-use crate::routes::{table, ReadRoute};
+use crate::routes::{table, ReadRoute, ReadRow};
 use crate::state::State;
 
 pub const PREWARM_PATH: &str = "/prewarm";
@@ -86,85 +86,93 @@ fn default_min_similarity() -> f64 {
 }
 
 impl Prewarm {
-    /// The retrievals to fetch, with the client's exact fields.
+    /// The retrievals to fetch, with the client's exact fields: the scope's categories (v4: its
+    /// first list page), then one retrieval per query.
     pub fn retrievals(&self) -> Vec<Retrieval> {
+        let mut out = vec![self.scope_read()];
+        out.extend(self.queries.iter().map(|query| self.query_read(query)));
+        out
+    }
+
+    fn scope_read(&self) -> Retrieval {
         let (user, agent) = (&self.user_id, &self.agent_id);
-        let post = |route: &'static crate::routes::ReadRow, path: &str, body: Value| Retrieval {
-            route: ReadRoute(route),
-            method: Method::POST,
-            path_and_query: path.to_owned(),
-            body: Some(body),
-        };
-        // memu-sdk and memU-server clients omit a missing agent rather than send null.
-        let mut scoped = json!({ "user_id": user });
-        if let Some(agent) = agent.as_deref().filter(|a| !a.is_empty()) {
-            scoped["agent_id"] = json!(agent);
-        }
-        type PerQuery<'a> = Box<dyn Fn(&str) -> Retrieval + 'a>;
-        let (first, per_query): (Retrieval, PerQuery) = match self.api {
-            Api::V1 => (
-                post(
-                    &table::V1_CATEGORIES,
-                    "/api/v1/memory/retrieve/default-categories",
-                    json!({"user_id": user, "agent_id": agent, "include_inactive": false, "want_summary": true}),
-                ),
-                Box::new(|query| {
-                    post(
-                        &table::V1_RELATED,
-                        "/api/v1/memory/retrieve/related-memory-items",
-                        json!({"user_id": user, "agent_id": agent, "query": query,
-                               "top_k": self.top_k, "min_similarity": self.min_similarity, "include_categories": null}),
-                    )
-                }),
+        match self.api {
+            Api::V1 => post(
+                &table::V1_CATEGORIES,
+                "/api/v1/memory/retrieve/default-categories",
+                json!({"user_id": user, "agent_id": agent, "include_inactive": false, "want_summary": true}),
             ),
-            Api::V3 => (
-                post(
-                    &table::V3_CATEGORIES,
-                    "/api/v3/memory/categories",
-                    scoped.clone(),
-                ),
-                Box::new(|query| {
-                    let mut body = scoped.clone();
-                    body["query"] = json!(query);
-                    post(&table::V3_RETRIEVE, "/api/v3/memory/retrieve", body)
-                }),
+            Api::V3 => post(
+                &table::V3_CATEGORIES,
+                "/api/v3/memory/categories",
+                self.ids(),
             ),
             Api::V4 => {
-                let agent = agent.as_deref().unwrap_or("default");
-                let list: String = form_urlencoded::Serializer::new(String::new())
+                let list = form_urlencoded::Serializer::new(String::new())
                     .append_pair("user_id", user)
-                    .append_pair("agent_id", agent)
+                    .append_pair("agent_id", self.v4_agent())
                     .finish();
-                (
-                    Retrieval {
-                        route: ReadRoute(&table::V4_LIST),
-                        method: Method::GET,
-                        path_and_query: format!("/api/v4/memory?{list}"),
-                        body: None,
-                    },
-                    Box::new(move |query| {
-                        post(
-                            &table::V4_SEARCH,
-                            "/api/v4/memory/search",
-                            json!({"query": query, "user_id": user, "agent_id": agent}),
-                        )
-                    }),
-                )
+                Retrieval {
+                    route: ReadRoute(&table::V4_LIST),
+                    method: Method::GET,
+                    path_and_query: format!("/api/v4/memory?{list}"),
+                    body: None,
+                }
             }
-            Api::Server => (
-                post(&table::SERVER_CATEGORIES, "/categories", scoped.clone()),
-                Box::new(|query| {
-                    post(
-                        &table::SERVER_RETRIEVE,
-                        "/retrieve",
-                        json!({ "query": query }),
-                    )
-                }),
+            Api::Server => post(&table::SERVER_CATEGORIES, "/categories", self.ids()),
+        }
+    }
+
+    fn query_read(&self, query: &str) -> Retrieval {
+        let (user, agent) = (&self.user_id, &self.agent_id);
+        match self.api {
+            Api::V1 => post(
+                &table::V1_RELATED,
+                "/api/v1/memory/retrieve/related-memory-items",
+                json!({"user_id": user, "agent_id": agent, "query": query,
+                       "top_k": self.top_k, "min_similarity": self.min_similarity, "include_categories": null}),
             ),
-        };
-        let mut out = vec![first];
-        out.extend(self.queries.iter().map(|query| per_query(query)));
-        out
+            Api::V3 => {
+                let mut body = self.ids();
+                body["query"] = json!(query);
+                post(&table::V3_RETRIEVE, "/api/v3/memory/retrieve", body)
+            }
+            Api::V4 => post(
+                &table::V4_SEARCH,
+                "/api/v4/memory/search",
+                json!({"query": query, "user_id": user, "agent_id": self.v4_agent()}),
+            ),
+            Api::Server => post(
+                &table::SERVER_RETRIEVE,
+                "/retrieve",
+                json!({ "query": query }),
+            ),
+        }
+    }
+
+    /// `{"user_id", "agent_id"?}`: memu-sdk and memU-server clients omit a missing agent rather
+    /// than send null.
+    fn ids(&self) -> Value {
+        let mut ids = json!({ "user_id": self.user_id });
+        if let Some(agent) = self.agent_id.as_deref().filter(|a| !a.is_empty()) {
+            ids["agent_id"] = json!(agent);
+        }
+        ids
+    }
+
+    /// memu-cli sends `default` for a missing agent.
+    fn v4_agent(&self) -> &str {
+        self.agent_id.as_deref().unwrap_or("default")
+    }
+}
+
+/// A POST retrieval with a JSON body.
+fn post(row: &'static ReadRow, path: &str, body: Value) -> Retrieval {
+    Retrieval {
+        route: ReadRoute(row),
+        method: Method::POST,
+        path_and_query: path.to_owned(),
+        body: Some(body),
     }
 }
 
