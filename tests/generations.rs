@@ -1,0 +1,560 @@
+//! The newer memU generations through the real proxy: cloud v3, cloud v4 and the self-hosted
+//! memU-server 1.x (memu-api-next.md §3–§7), each against the stand-in's state-backed routes with
+//! the reference's shapes. Asserted on the stand-in's hit counters and exact `Cache-Status` values.
+
+mod support;
+
+use http::Method;
+use serde_json::{json, Value};
+use support::*;
+
+const KEY_1: &str = "Bearer key-1";
+const KEY_2: &str = "Bearer key-2";
+
+/// One request as its generation's client sends it, and the stand-in route that answers it.
+#[derive(Debug, Clone)]
+struct Call {
+    /// The stand-in's hit counter for it.
+    route: &'static str,
+    method: Method,
+    path_and_query: String,
+    authorization: Option<&'static str>,
+    /// JSON, sent with `Content-Type: application/json`; `None` for a GET.
+    body: Option<String>,
+}
+
+impl Call {
+    fn post(route: &'static str, path: &str, key: Option<&'static str>, body: Value) -> Call {
+        Call {
+            route,
+            method: Method::POST,
+            path_and_query: path.into(),
+            authorization: key,
+            body: Some(body.to_string()),
+        }
+    }
+
+    /// memu-sdk 1.0's retrieve: `query` is a string or a list of messages.
+    fn v3_retrieve(key: &'static str, user: &str, agent: &str, query: Value) -> Call {
+        let body = json!({"user_id": user, "agent_id": agent, "query": query});
+        Call::post("v3 retrieve", "/api/v3/memory/retrieve", Some(key), body)
+    }
+
+    /// memu-sdk 1.0's list_categories: `agent_id` omitted when there is none.
+    fn v3_categories(key: &'static str, user: &str, agent: Option<&str>) -> Call {
+        let mut body = json!({ "user_id": user });
+        if let Some(agent) = agent {
+            body["agent_id"] = json!(agent);
+        }
+        Call::post(
+            "v3 categories",
+            "/api/v3/memory/categories",
+            Some(key),
+            body,
+        )
+    }
+
+    /// memu-cli's list: `GET /api/v4/memory?<params>`, no body, no Content-Type.
+    fn v4_list(key: &'static str, params: &str) -> Call {
+        Call {
+            route: "v4 list",
+            method: Method::GET,
+            path_and_query: format!("/api/v4/memory?{params}"),
+            authorization: Some(key),
+            body: None,
+        }
+    }
+
+    fn v4_search(key: &'static str, user: &str, agent: &str, query: &str) -> Call {
+        let body = json!({"query": query, "user_id": user, "agent_id": agent});
+        Call::post("v4 search", "/api/v4/memory/search", Some(key), body)
+    }
+
+    /// memU-server `/retrieve`: no auth, only `query` read.
+    fn server_retrieve(query: &str) -> Call {
+        Call::post(
+            "server retrieve",
+            "/retrieve",
+            None,
+            json!({ "query": query }),
+        )
+    }
+
+    fn server_categories(user: &str, agent: Option<&str>) -> Call {
+        let mut body = json!({ "user_id": user });
+        if let Some(agent) = agent {
+            body["agent_id"] = json!(agent);
+        }
+        Call::post("server categories", "/categories", None, body)
+    }
+
+    /// memu-sdk 1.0's memorize of one user message.
+    fn v3_memorize(key: &'static str, user: &str, agent: &str, text: &str) -> Call {
+        let body = json!({"user_id": user, "agent_id": agent, "user_name": "User", "agent_name": "Assistant",
+                          "conversation": [{"role": "user", "content": text}]});
+        Call::post("v3 memorize", "/api/v3/memory/memorize", Some(key), body)
+    }
+
+    /// memu-cli's commit of one memory recall file.
+    fn v4_commit(key: &'static str, user: &str, agent: &str, name: &str, content: &str) -> Call {
+        let body = json!({"user": {"user_id": user, "agent_id": agent},
+                          "recall_files": [{"name": name, "track": "memory", "description": name, "content": content}],
+                          "resource": []});
+        Call::post("v4 commit", "/api/v4/memory", Some(key), body)
+    }
+
+    /// memU-server's memorize, with the README's message shape.
+    fn server_memorize(user: &str, agent: Option<&str>, text: &str) -> Call {
+        let mut body = json!({"user_id": user, "conversation": [
+            {"role": "user", "content": {"text": text}, "created_at": "2025-03-20 10:00:00"}]});
+        if let Some(agent) = agent {
+            body["agent_id"] = json!(agent);
+        }
+        Call::post("server memorize", "/memorize", None, body)
+    }
+
+    fn server_clear(body: Value) -> Call {
+        Call::post("server clear", "/clear", None, body)
+    }
+
+    /// Sends it to `base` (the proxy's or the stand-in's URL).
+    async fn send_to(&self, base: &str) -> Reply {
+        let mut headers = Vec::new();
+        if let Some(key) = self.authorization {
+            headers.push(("authorization", key));
+        }
+        if self.body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        let url = format!("{base}{}", self.path_and_query);
+        let body = self.body.clone().unwrap_or_default();
+        send(self.method.clone(), &url, &headers, body).await
+    }
+
+    async fn send(&self, proxy: &Proxy) -> Reply {
+        self.send_to(&proxy.url("")).await
+    }
+
+    /// Sends it through the proxy and asserts memU was asked and the answer stored.
+    async fn misses(&self, proxy: &Proxy) -> Reply {
+        let reply = self.send(proxy).await;
+        assert_eq!(reply.status, 200, "{self:?}: {}", reply.text());
+        assert_eq!(reply.cache_status(), MISS_STORED, "{self:?}");
+        reply
+    }
+
+    /// Sends it through the proxy and asserts a fresh cache hit.
+    async fn hits(&self, proxy: &Proxy) -> Reply {
+        let reply = self.send(proxy).await;
+        assert_eq!(reply.status, 200, "{self:?}: {}", reply.text());
+        assert_eq!(reply.cache_status(), HIT, "{self:?}");
+        reply
+    }
+
+    /// The empty answer of memu-api-next.md §6 (memu-api.md §4 for v1) for this read.
+    fn fallback(&self) -> Value {
+        let body: Value = serde_json::from_str(self.body.as_deref().unwrap_or("{}")).unwrap();
+        let query = &body["query"];
+        match self.route {
+            "v3 retrieve" => {
+                json!({"categories": [], "items": [], "resources": [], "next_step_query": null})
+            }
+            "v3 categories" => json!({"categories": []}),
+            "v4 list" => json!({"recall_files": [], "next_cursor": null}),
+            "v4 search" => json!({"segments": [], "files": [], "resources": []}),
+            "server retrieve" => json!({"status": "success", "result": {
+                "needs_retrieval": false, "original_query": query, "rewritten_query": query,
+                "next_step_query": null, "categories": [], "items": [], "resources": []}}),
+            "server categories" => json!({"status": "success", "result": {"categories": []}}),
+            "related-memory-items" => {
+                json!({"related_memories": [], "query": query, "total_found": 0, "search_params": {}})
+            }
+            other => panic!("{other} is not a read"),
+        }
+    }
+}
+
+/// A JSON object's keys, sorted.
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+// ---- The stand-in itself: the reference's shapes ---------------------------------------------
+
+#[tokio::test]
+async fn the_stand_in_answers_v3_with_the_reference_shapes() {
+    let memu = MemU::start().await;
+    let base = memu.url();
+    let written = Call::v3_memorize(KEY_1, "u", "a", "I like tea")
+        .send_to(&base)
+        .await;
+    let task = written.json();
+    assert_eq!(keys(&task), ["message", "status", "task_id"]);
+    assert_eq!(task["status"], "PENDING");
+    let task_id = task["task_id"].as_str().unwrap();
+    assert_eq!(task_id.len(), 27, "KSUID-like, as issue #356's");
+    let status_path = format!("{base}/api/v3/memory/memorize/status/{task_id}");
+    let status = send(Method::GET, &status_path, &[("authorization", KEY_1)], "").await;
+    assert_eq!(
+        status.json(),
+        json!({"task_id": task_id, "status": "PENDING", "detail_info": ""})
+    );
+    memu.complete_tasks();
+    let status = send(Method::GET, &status_path, &[("authorization", KEY_1)], "").await;
+    assert_eq!(status.json()["status"], "SUCCESS");
+
+    let retrieved = Call::v3_retrieve(KEY_1, "u", "a", json!("tea?"))
+        .send_to(&base)
+        .await
+        .json();
+    assert_eq!(
+        keys(&retrieved),
+        [
+            "categories",
+            "items",
+            "needs_retrieval",
+            "next_step_query",
+            "original_query",
+            "resources",
+            "rewritten_query"
+        ]
+    );
+    assert_eq!(
+        keys(&retrieved["items"][0]),
+        [
+            "agent_id",
+            "created_at",
+            "extra",
+            "happened_at",
+            "id",
+            "memory_type",
+            "resource_id",
+            "score",
+            "summary",
+            "updated_at",
+            "user_id"
+        ]
+    );
+    assert_eq!(retrieved["items"][0]["summary"], "I like tea");
+    let categories = Call::v3_categories(KEY_1, "u", None).send_to(&base).await;
+    assert_eq!(categories.json()["categories"][0]["name"], "personal_info");
+    let other_project = Call::v3_categories(KEY_2, "u", None).send_to(&base).await;
+    assert_eq!(other_project.json(), json!({"categories": []}));
+}
+
+#[tokio::test]
+async fn the_stand_in_answers_v4_with_the_reference_shapes() {
+    let memu = MemU::start().await;
+    let base = memu.url();
+    let committed = Call::v4_commit(KEY_1, "default", "default", "tea", "Alice drinks tea")
+        .send_to(&base)
+        .await
+        .json();
+    assert_eq!(keys(&committed), ["recall_files", "resources"]);
+    let file_keys = [
+        "agent_id",
+        "content",
+        "created_at",
+        "description",
+        "id",
+        "name",
+        "track",
+        "updated_at",
+        "user_id",
+    ];
+    assert_eq!(keys(&committed["recall_files"][0]), file_keys);
+    let listed = Call::v4_list(KEY_1, "user_id=default&agent_id=default")
+        .send_to(&base)
+        .await
+        .json();
+    assert_eq!(keys(&listed), ["next_cursor", "recall_files"]);
+    assert_eq!(listed["next_cursor"], Value::Null);
+    assert_eq!(listed["recall_files"], committed["recall_files"]);
+    // Missing ids mean "default"; another key is another project.
+    let defaulted = Call::v4_list(KEY_1, "").send_to(&base).await.json();
+    assert_eq!(defaulted, listed);
+    let other_project = Call::v4_list(KEY_2, "").send_to(&base).await.json();
+    assert_eq!(
+        other_project,
+        json!({"recall_files": [], "next_cursor": null})
+    );
+    let found = Call::v4_search(KEY_1, "default", "default", "Which tea?")
+        .send_to(&base)
+        .await
+        .json();
+    assert_eq!(keys(&found), ["files", "resources", "segments"]);
+    assert_eq!(found["files"][0]["name"], "tea");
+    assert!(found["files"][0]["score"].as_f64().unwrap() > 0.0);
+
+    // An upsert by (track, name): the same name replaces, keeping its id.
+    Call::v4_commit(
+        KEY_1,
+        "default",
+        "default",
+        "tea",
+        "Alice now drinks coffee",
+    )
+    .send_to(&base)
+    .await;
+    Call::v4_commit(KEY_1, "default", "default", "pets", "Mochi the cat")
+        .send_to(&base)
+        .await;
+    let first = Call::v4_list(KEY_1, "limit=1").send_to(&base).await.json();
+    assert_eq!(first["recall_files"][0]["name"], "pets");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    assert!(cursor.ends_with('='), "padded base64url: {cursor}");
+    let params = form_urlencoded::Serializer::new(String::new())
+        .append_pair("cursor", cursor)
+        .append_pair("limit", "1")
+        .finish();
+    let second = Call::v4_list(KEY_1, &params).send_to(&base).await.json();
+    assert_eq!(
+        second["recall_files"][0]["content"],
+        "Alice now drinks coffee"
+    );
+    assert_eq!(
+        second["recall_files"][0]["id"],
+        committed["recall_files"][0]["id"]
+    );
+    assert_eq!(second["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_stand_in_answers_memu_server_with_the_reference_shapes() {
+    let memu = MemU::start().await;
+    let base = memu.url();
+    let written = Call::server_memorize("bob", None, "Bob has two cats")
+        .send_to(&base)
+        .await
+        .json();
+    assert_eq!(keys(&written), ["result", "status"]);
+    assert_eq!(written["status"], "success");
+    assert_eq!(keys(&written["result"]), ["message", "status", "task_id"]);
+    assert_eq!(written["result"]["status"], "PENDING");
+    let task_id = written["result"]["task_id"].as_str().unwrap();
+    let hex = task_id.strip_prefix("memorize-").unwrap();
+    assert!(hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    let status_url = format!("{base}/memorize/status/{task_id}");
+    let status = get(&status_url).await.json();
+    assert_eq!(
+        status,
+        json!({"status": "success", "result": {"task_id": task_id, "status": "RUNNING", "detail": null}})
+    );
+    memu.complete_tasks();
+    let status = get(&status_url).await.json();
+    assert_eq!(status["result"]["status"], "COMPLETED");
+    assert_eq!(status["result"]["detail"], "SUCCESS");
+    assert_eq!(
+        get(&format!("{base}/memorize/status/t-1")).await.status,
+        422
+    );
+
+    // /retrieve searches every user's memories, whoever asks.
+    let retrieved = Call::server_retrieve(" cats? ").send_to(&base).await.json();
+    assert_eq!(
+        keys(&retrieved["result"]),
+        keys(&Call::server_retrieve("").fallback()["result"])
+    );
+    assert_eq!(retrieved["result"]["original_query"], "cats?");
+    assert_eq!(retrieved["result"]["items"][0]["user_id"], "bob");
+    let blank = Call::server_retrieve(" ").send_to(&base).await;
+    assert_eq!(blank.status, 400);
+    // "" is a real agent filter; absent means every agent.
+    let no_agent = Call::server_categories("bob", Some(""))
+        .send_to(&base)
+        .await;
+    assert_eq!(no_agent.json()["result"]["categories"][0]["agent_id"], "");
+    let other_agent = Call::server_categories("bob", Some("x"))
+        .send_to(&base)
+        .await;
+    assert_eq!(
+        other_agent.json(),
+        json!({"status": "success", "result": {"categories": []}})
+    );
+    let cleared = Call::server_clear(json!({"user_id": "bob"}))
+        .send_to(&base)
+        .await
+        .json();
+    assert_eq!(
+        cleared,
+        json!({"status": "success", "result": {"purged_categories": 1, "purged_items": 1, "purged_resources": 1}})
+    );
+    let nothing = Call::server_clear(json!({"user_id": " "}))
+        .send_to(&base)
+        .await;
+    assert_eq!(nothing.status, 422);
+    // FastAPI's redirect_slashes.
+    let slash = post_with(&format!("{base}/retrieve/"), &json!({"query": "x"}), &[]).await;
+    assert_eq!(slash.status, 307);
+    assert_eq!(slash.header("location"), format!("{base}/retrieve"));
+}
+
+// ---- Reads are stored, then served byte for byte ---------------------------------------------
+
+/// Each read misses and is stored, then hits with memU's own answer, byte for byte; the stand-in
+/// was asked once.
+async fn stored_then_hit(memu: &MemU, proxy: &Proxy, reads: &[Call]) {
+    for read in reads {
+        let first = read.misses(proxy).await;
+        assert!(
+            first.text().contains("green tea"),
+            "{read:?}: {}",
+            first.text()
+        );
+        let second = read.hits(proxy).await;
+        assert_eq!(second.body, first.body, "{read:?}");
+        assert_eq!(second.header("content-type"), "application/json");
+        assert_eq!(memu.hits(read.route), 1, "{read:?}");
+        let direct = read.send_to(&memu.url()).await;
+        assert_eq!(first.body, direct.body, "memU's own answer: {read:?}");
+    }
+}
+
+#[tokio::test]
+async fn v3_reads_are_stored_then_served_byte_for_byte() {
+    let memu = MemU::start().await;
+    memu.seed_v3(KEY_1, "u1", "a1", "Alice drinks green tea every morning");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let reads = [
+        Call::v3_retrieve(KEY_1, "u1", "a1", json!("What tea do I drink?")),
+        Call::v3_categories(KEY_1, "u1", Some("a1")),
+    ];
+    stored_then_hit(&memu, &proxy, &reads).await;
+}
+
+#[tokio::test]
+async fn v4_reads_are_stored_then_served_byte_for_byte() {
+    let memu = MemU::start().await;
+    memu.seed_v4(KEY_1, "default", "default", "tea", "Alice drinks green tea");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let reads = [
+        Call::v4_list(KEY_1, "user_id=default&agent_id=default"),
+        Call::v4_search(KEY_1, "default", "default", "Which tea?"),
+    ];
+    stored_then_hit(&memu, &proxy, &reads).await;
+}
+
+#[tokio::test]
+async fn memu_server_reads_are_stored_then_served_byte_for_byte() {
+    let memu = MemU::start().await;
+    memu.seed_server("u1", "a1", "Alice drinks green tea every morning");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let reads = [
+        Call::server_retrieve("What tea do I drink?"),
+        Call::server_categories("u1", Some("a1")),
+    ];
+    stored_then_hit(&memu, &proxy, &reads).await;
+}
+
+// ---- Tenants, users and agents never share ---------------------------------------------------
+
+/// Each read gets its own marker's answer, and no other marker's, on its miss and on its hit.
+async fn isolated(proxy: &Proxy, reads: &[(Call, &str)]) {
+    let markers: Vec<&str> = reads.iter().map(|(_, marker)| *marker).collect();
+    let only_its_own = |read: &Call, reply: &Reply, marker: &str| {
+        let text = reply.text();
+        let found: Vec<&str> = markers
+            .iter()
+            .copied()
+            .filter(|m| text.contains(m))
+            .collect();
+        assert_eq!(found, [marker], "{read:?}: {text}");
+    };
+    for (read, marker) in reads {
+        only_its_own(read, &read.misses(proxy).await, marker);
+    }
+    for (read, marker) in reads {
+        only_its_own(read, &read.hits(proxy).await, marker);
+    }
+}
+
+#[tokio::test]
+async fn v3_api_keys_users_and_agents_never_share_answers() {
+    let memu = MemU::start().await;
+    let scopes = [
+        (KEY_1, "u1", "a1", "tea-of-key1-u1-a1"),
+        (KEY_2, "u1", "a1", "tea-of-key2-u1-a1"),
+        (KEY_1, "u2", "a1", "tea-of-key1-u2-a1"),
+        (KEY_1, "u1", "a2", "tea-of-key1-u1-a2"),
+    ];
+    for (key, user, agent, marker) in scopes {
+        memu.seed_v3(key, user, agent, marker);
+    }
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let retrieves: Vec<(Call, &str)> = scopes
+        .iter()
+        .map(|(key, user, agent, marker)| {
+            let query = json!("Which tea?");
+            (Call::v3_retrieve(key, user, agent, query), *marker)
+        })
+        .collect();
+    isolated(&proxy, &retrieves).await;
+    let categories: Vec<(Call, &str)> = scopes
+        .iter()
+        .map(|(key, user, agent, marker)| (Call::v3_categories(key, user, Some(agent)), *marker))
+        .collect();
+    isolated(&proxy, &categories).await;
+    assert_eq!(memu.hits("v3 retrieve"), 4);
+    assert_eq!(memu.hits("v3 categories"), 4);
+}
+
+#[tokio::test]
+async fn v4_the_api_key_is_the_only_boundary_between_default_scopes() {
+    let memu = MemU::start().await;
+    // Every shipped memu-cli command sends default/default: only the key tells projects apart.
+    let scopes = [
+        (KEY_1, "default", "default", "tea-of-key1"),
+        (KEY_2, "default", "default", "tea-of-key2"),
+        (KEY_1, "u2", "default", "tea-of-u2"),
+        (KEY_1, "default", "a2", "tea-of-a2"),
+    ];
+    for (key, user, agent, marker) in scopes {
+        memu.seed_v4(key, user, agent, "tea", marker);
+    }
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let lists: Vec<(Call, &str)> = scopes
+        .iter()
+        .map(|(key, user, agent, marker)| {
+            let params = format!("user_id={user}&agent_id={agent}");
+            (Call::v4_list(key, &params), *marker)
+        })
+        .collect();
+    isolated(&proxy, &lists).await;
+    let searches: Vec<(Call, &str)> = scopes
+        .iter()
+        .map(|(key, user, agent, marker)| (Call::v4_search(key, user, agent, "tea"), *marker))
+        .collect();
+    isolated(&proxy, &searches).await;
+    assert_eq!(memu.hits("v4 list"), 4);
+    assert_eq!(memu.hits("v4 search"), 4);
+}
+
+#[tokio::test]
+async fn memu_server_users_and_agents_never_share_categories() {
+    let memu = MemU::start().await;
+    memu.seed_server("u1", "a1", "tea-of-u1-a1");
+    memu.seed_server("u2", "a1", "tea-of-u2-a1");
+    memu.seed_server("u1", "", "tea-of-u1-without-agent");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let reads = [
+        (Call::server_categories("u1", Some("a1")), "tea-of-u1-a1"),
+        (Call::server_categories("u2", Some("a1")), "tea-of-u2-a1"),
+        // "" is a real filter (memorized without an agent), not "every agent".
+        (
+            Call::server_categories("u1", Some("")),
+            "tea-of-u1-without-agent",
+        ),
+    ];
+    isolated(&proxy, &reads).await;
+    let every_agent = Call::server_categories("u1", None).misses(&proxy).await;
+    assert!(every_agent.text().contains("tea-of-u1-a1"));
+    assert!(every_agent.text().contains("tea-of-u1-without-agent"));
+    assert_eq!(memu.hits("server categories"), 4);
+}
