@@ -558,3 +558,171 @@ async fn memu_server_users_and_agents_never_share_categories() {
     assert!(every_agent.text().contains("tea-of-u1-without-agent"));
     assert_eq!(memu.hits("server categories"), 4);
 }
+
+// ---- Writes invalidate -------------------------------------------------------------------------
+
+/// Reads each, so that each is cached.
+async fn warm(proxy: &Proxy, reads: &[&Call]) {
+    for read in reads {
+        read.misses(proxy).await;
+        read.hits(proxy).await;
+    }
+}
+
+/// Waits until the proxy has seen a memorize task succeed (in its own background poll: no client
+/// here polls) and invalidated again.
+async fn task_success_seen(proxy: &Proxy) {
+    let series = r#"memu_proxy_cache_invalidations_total{cause="task_success"}"#;
+    wait_until("the proxy's poll to see the task succeed", 10, || async {
+        metric(&proxy.metrics().await, series) > 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_v3_memorize_invalidates_the_users_reads_at_once_and_after_success() {
+    let memu = MemU::start().await;
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let pets = |user, agent| Call::v3_retrieve(KEY_1, user, agent, json!("What pets do I have?"));
+    let (retrieve, other_agent, other_user) = (pets("u", "a"), pets("u", "b"), pets("v", "a"));
+    let categories = Call::v3_categories(KEY_1, "u", None);
+    warm(&proxy, &[&retrieve, &other_agent, &categories, &other_user]).await;
+
+    let written = Call::v3_memorize(KEY_1, "u", "a", "I adopted a cat named Mochi")
+        .send(&proxy)
+        .await;
+    assert_eq!(written.status, 200);
+    assert_eq!(written.json()["status"], "PENDING");
+    assert_eq!(written.cache_status(), "memu-proxy; fwd=bypass");
+    // The cloud's agent semantics are unknown: every read of the user misses.
+    for read in [&retrieve, &other_agent, &categories] {
+        let reply = read.misses(&proxy).await;
+        assert!(!reply.text().contains("Mochi"), "not applied yet");
+    }
+    other_user.hits(&proxy).await;
+    // Cached again while memU is still applying the write.
+    retrieve.hits(&proxy).await;
+
+    memu.complete_tasks();
+    task_success_seen(&proxy).await;
+    for read in [&retrieve, &categories] {
+        let fresh = read.misses(&proxy).await;
+        assert!(fresh.text().contains("Mochi"), "{}", fresh.text());
+    }
+    other_agent.misses(&proxy).await;
+    other_user.hits(&proxy).await;
+    assert_eq!(memu.hits("v3 memorize"), 1, "forwarded once");
+    let polls: Vec<Seen> = memu
+        .seen()
+        .into_iter()
+        .filter(|s| s.uri.starts_with("/api/v3/memory/memorize/status/"))
+        .collect();
+    assert!(!polls.is_empty());
+    for poll in polls {
+        assert_eq!(poll.method, Method::GET);
+        assert_eq!(poll.headers["authorization"], KEY_1, "the writer's key");
+    }
+}
+
+#[tokio::test]
+async fn a_v4_commit_invalidates_that_scopes_pages_and_searches() {
+    let memu = MemU::start().await;
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let list = Call::v4_list(KEY_1, "user_id=default&agent_id=default");
+    let search = Call::v4_search(KEY_1, "default", "default", "Which tea?");
+    let other_agent = Call::v4_list(KEY_1, "user_id=default&agent_id=a2");
+    let other_user = Call::v4_search(KEY_1, "u2", "default", "Which tea?");
+    warm(&proxy, &[&list, &search, &other_agent, &other_user]).await;
+
+    let committed = Call::v4_commit(KEY_1, "default", "default", "tea", "Alice drinks green tea")
+        .send(&proxy)
+        .await;
+    assert_eq!(committed.status, 200);
+    assert_eq!(committed.cache_status(), "memu-proxy; fwd=bypass");
+    assert_eq!(committed.json()["recall_files"][0]["name"], "tea");
+    // Synchronous: the next reads of the scope show the committed file.
+    let page = list.misses(&proxy).await.json();
+    assert_eq!(page["recall_files"][0]["content"], "Alice drinks green tea");
+    let found = search.misses(&proxy).await.json();
+    assert_eq!(found["files"][0]["name"], "tea");
+    other_agent.hits(&proxy).await;
+    other_user.hits(&proxy).await;
+    assert_eq!(memu.hits("v4 commit"), 1, "forwarded once");
+}
+
+#[tokio::test]
+async fn a_memu_server_memorize_invalidates_every_retrieve_and_the_users_categories() {
+    let memu = MemU::start().await;
+    memu.seed_server("alice", "", "Alice drinks green tea");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    // /retrieve is global: a query about Alice is stale after Bob's memorize too.
+    let about_alice = Call::server_retrieve("Which tea?");
+    let about_bob = Call::server_retrieve("Who has cats?");
+    let bobs = Call::server_categories("bob", None);
+    let alices = Call::server_categories("alice", None);
+    warm(&proxy, &[&about_alice, &about_bob, &bobs, &alices]).await;
+
+    let written = Call::server_memorize("bob", None, "Bob has two cats")
+        .send(&proxy)
+        .await;
+    assert_eq!(written.status, 200);
+    assert_eq!(written.json()["result"]["status"], "PENDING");
+    for read in [&about_alice, &about_bob, &bobs] {
+        let reply = read.misses(&proxy).await;
+        assert!(!reply.text().contains("two cats"), "not applied yet");
+    }
+    alices.hits(&proxy).await;
+    about_bob.hits(&proxy).await;
+
+    memu.complete_tasks();
+    task_success_seen(&proxy).await;
+    for read in [&about_bob, &bobs] {
+        let fresh = read.misses(&proxy).await;
+        assert!(
+            fresh.text().contains("Bob has two cats"),
+            "{}",
+            fresh.text()
+        );
+    }
+    about_alice.misses(&proxy).await;
+    alices.hits(&proxy).await;
+    assert_eq!(memu.hits("server memorize"), 1, "forwarded once");
+    assert!(memu.hits("server status") >= 1, "the proxy polled the task");
+}
+
+#[tokio::test]
+async fn a_memu_server_clear_invalidates_every_retrieve_and_the_users_categories() {
+    let memu = MemU::start().await;
+    memu.seed_server("alice", "a", "Alice drinks green tea");
+    memu.seed_server("bob", "a", "Bob drinks black tea");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let tea = Call::server_retrieve("Which tea?");
+    let alices = Call::server_categories("alice", None);
+    let bobs = Call::server_categories("bob", None);
+    warm(&proxy, &[&tea, &alices, &bobs]).await;
+
+    let cleared = Call::server_clear(json!({"user_id": "alice"}))
+        .send(&proxy)
+        .await;
+    assert_eq!(
+        cleared.json(),
+        json!({"status": "success", "result": {"purged_categories": 1, "purged_items": 1, "purged_resources": 1}})
+    );
+    let after = tea.misses(&proxy).await.text();
+    assert!(
+        after.contains("Bob drinks") && !after.contains("Alice drinks"),
+        "{after}"
+    );
+    let none = alices.misses(&proxy).await.json();
+    assert_eq!(none["result"]["categories"], json!([]));
+    bobs.hits(&proxy).await;
+
+    // Only an agent: that agent of every user, so every read misses.
+    Call::server_clear(json!({"agent_id": "a"}))
+        .send(&proxy)
+        .await;
+    for read in [&tea, &alices, &bobs] {
+        read.misses(&proxy).await;
+    }
+    assert_eq!(memu.hits("server clear"), 2);
+}
