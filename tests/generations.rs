@@ -117,6 +117,12 @@ impl Call {
         Call::post("server clear", "/clear", None, body)
     }
 
+    /// The same call with this exact body text.
+    fn with_raw_body(mut self, body: &str) -> Call {
+        self.body = Some(body.into());
+        self
+    }
+
     /// Sends it to `base` (the proxy's or the stand-in's URL).
     async fn send_to(&self, base: &str) -> Reply {
         let mut headers = Vec::new();
@@ -725,4 +731,125 @@ async fn a_memu_server_clear_invalidates_every_retrieve_and_the_users_categories
         read.misses(&proxy).await;
     }
     assert_eq!(memu.hits("server clear"), 2);
+}
+
+// ---- Keys: v4's GET and POST on one path, its query strings; v3's message lists ----------------
+
+#[tokio::test]
+async fn on_the_v4_collection_get_is_a_cached_read_and_post_a_forwarded_write() {
+    let memu = MemU::start().await;
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let list = Call::v4_list(KEY_1, "user_id=default&agent_id=default");
+    warm(&proxy, &[&list]).await;
+    let commit = Call::v4_commit(KEY_1, "default", "default", "tea", "Alice drinks green tea");
+    for n in 1..=2 {
+        let committed = commit.send(&proxy).await;
+        assert_eq!(committed.status, 200);
+        assert_eq!(committed.cache_status(), "memu-proxy; fwd=bypass");
+        assert_eq!(
+            keys(&committed.json()),
+            ["recall_files", "resources"],
+            "the commit's own answer, not a cached page"
+        );
+        assert_eq!(memu.hits("v4 commit"), n, "every POST is forwarded");
+        list.misses(&proxy).await;
+        list.hits(&proxy).await;
+    }
+    assert_eq!(memu.hits("v4 list"), 3);
+}
+
+#[tokio::test]
+async fn v4_list_keys_are_the_sorted_decoded_parameters() {
+    let memu = MemU::start().await;
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let first_page = Call::v4_list(KEY_1, "user_id=default&agent_id=default");
+    first_page.misses(&proxy).await;
+    Call::v4_list(KEY_1, "agent_id=default&user_id=default")
+        .hits(&proxy)
+        .await;
+    let next_page = Call::v4_list(KEY_1, "user_id=default&agent_id=default&cursor=abc%3D");
+    next_page.misses(&proxy).await;
+    next_page.hits(&proxy).await;
+    // Percent-decoded: the same cursor.
+    Call::v4_list(KEY_1, "cursor=abc=&agent_id=default&user_id=default")
+        .hits(&proxy)
+        .await;
+    // The server's default page size is not an explicit limit.
+    Call::v4_list(KEY_1, "user_id=default&agent_id=default&limit=50")
+        .misses(&proxy)
+        .await;
+    first_page.hits(&proxy).await;
+    assert_eq!(memu.hits("v4 list"), 3);
+    let forwarded: Vec<String> = memu.seen().into_iter().map(|s| s.uri).collect();
+    assert_eq!(
+        forwarded,
+        [
+            "/api/v4/memory?user_id=default&agent_id=default",
+            "/api/v4/memory?user_id=default&agent_id=default&cursor=abc%3D",
+            "/api/v4/memory?user_id=default&agent_id=default&limit=50",
+        ],
+        "query strings are forwarded as sent"
+    );
+}
+
+#[tokio::test]
+async fn v4_pages_followed_by_next_cursor_are_cached_apart() {
+    let memu = MemU::start().await;
+    memu.seed_v4(KEY_1, "default", "default", "pets", "Mochi the cat");
+    memu.seed_v4(KEY_1, "default", "default", "tea", "Alice drinks green tea");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let first = Call::v4_list(KEY_1, "user_id=default&agent_id=default&limit=1");
+    let page = first.misses(&proxy).await.json();
+    assert_eq!(page["recall_files"][0]["name"], "pets");
+    // As httpx sends it: the padding percent-encoded.
+    let params = form_urlencoded::Serializer::new(String::from("user_id=default&agent_id=default"))
+        .append_pair("cursor", page["next_cursor"].as_str().unwrap())
+        .append_pair("limit", "1")
+        .finish();
+    assert!(params.contains("%3D"), "{params}");
+    let second = Call::v4_list(KEY_1, &params);
+    let next = second.misses(&proxy).await.json();
+    assert_eq!(next["recall_files"][0]["name"], "tea");
+    assert_eq!(next["next_cursor"], Value::Null);
+    first.hits(&proxy).await;
+    second.hits(&proxy).await;
+    assert_eq!(memu.hits("v4 list"), 2);
+}
+
+#[tokio::test]
+async fn v3_message_list_queries_are_keyed_on_every_turn() {
+    let memu = MemU::start().await;
+    memu.seed_v3(KEY_1, "u", "a", "Mochi is a black cat");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let question = Call::v3_retrieve(
+        KEY_1,
+        "u",
+        "a",
+        json!([{"role": "user", "content": "What pets do I have?"}]),
+    );
+    question.misses(&proxy).await;
+    // The same list, in other JSON bytes.
+    question
+        .clone()
+        .with_raw_body(r#"{"query": [{"content": "What pets do I have?", "role": "user"}], "agent_id": "a", "user_id": "u"}"#)
+        .hits(&proxy)
+        .await;
+    // An earlier turn changes the rewrite, so the answer.
+    let with_context = Call::v3_retrieve(
+        KEY_1,
+        "u",
+        "a",
+        json!([{"role": "user", "content": "I moved to Paris."}, {"role": "assistant", "content": "Nice!"},
+               {"role": "user", "content": "What pets do I have?"}]),
+    );
+    let answer = with_context.misses(&proxy).await.json();
+    assert_eq!(answer["original_query"], "What pets do I have?");
+    assert_ne!(answer["rewritten_query"], "What pets do I have?");
+    with_context.hits(&proxy).await;
+    // The last turn alone, as text, is another query again.
+    Call::v3_retrieve(KEY_1, "u", "a", json!("What pets do I have?"))
+        .misses(&proxy)
+        .await;
+    question.hits(&proxy).await;
+    assert_eq!(memu.hits("v3 retrieve"), 3);
 }
