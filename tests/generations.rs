@@ -6,6 +6,7 @@ mod support;
 
 use http::Method;
 use serde_json::{json, Value};
+use support::memu::Shape;
 use support::*;
 
 const KEY_1: &str = "Bearer key-1";
@@ -86,6 +87,12 @@ impl Call {
             body["agent_id"] = json!(agent);
         }
         Call::post("server categories", "/categories", None, body)
+    }
+
+    /// memu-py 0.1.8's related-memory-items.
+    fn v1_related(user: &str, agent: &str, query: &str) -> Call {
+        let body = related_body(user, Some(agent), query);
+        Call::post("related-memory-items", RELATED, Some("Bearer key-1"), body)
     }
 
     /// memu-sdk 1.0's memorize of one user message.
@@ -852,4 +859,110 @@ async fn v3_message_list_queries_are_keyed_on_every_turn() {
         .await;
     question.hits(&proxy).await;
     assert_eq!(memu.hits("v3 retrieve"), 3);
+}
+
+// ---- memU down: the empty answers of §6 for reads, honest errors for writes --------------------
+
+/// Every newer generation's read.
+fn every_read() -> [Call; 6] {
+    [
+        Call::v3_retrieve(KEY_1, "u", "a", json!("What tea do I drink?")),
+        Call::v3_categories(KEY_1, "u", None),
+        Call::v4_list(KEY_1, "user_id=default&agent_id=default"),
+        Call::v4_search(KEY_1, "default", "default", "Which tea?"),
+        Call::server_retrieve("Wie geht's? \"quoted\" 你好"),
+        Call::server_categories("u", Some("a")),
+    ]
+}
+
+/// Every newer generation's write.
+fn every_write() -> [Call; 4] {
+    [
+        Call::v3_memorize(KEY_1, "u", "a", "I like tea"),
+        Call::v4_commit(KEY_1, "default", "default", "tea", "Alice drinks tea"),
+        Call::server_memorize("u", Some("a"), "I like tea"),
+        Call::server_clear(json!({"user_id": "u"})),
+    ]
+}
+
+/// Each read gets HTTP 200 with exactly its empty answer, saying why.
+async fn fallbacks(proxy: &Proxy, reads: &[Call], cache_status: &str) {
+    for read in reads {
+        let reply = read.send(proxy).await;
+        assert_eq!(reply.status, 200, "{read:?}");
+        assert_eq!(reply.header("content-type"), "application/json");
+        assert_eq!(reply.json(), read.fallback(), "{read:?}");
+        assert_eq!(reply.cache_status(), cache_status, "{read:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_memu_unreachable_reads_get_the_empty_answers_and_writes_a_502() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    // The breaker off: every request tries memU and says why it failed.
+    let proxy = Proxy::start(&closed, |s| s.circuit.failure_threshold = 0).await;
+    fallbacks(
+        &proxy,
+        &every_read(),
+        "memu-proxy; fwd=miss; detail=connect",
+    )
+    .await;
+    for write in every_write() {
+        let reply = write.send(&proxy).await;
+        assert_eq!(reply.status, 502, "{write:?}: never a faked success");
+        assert!(reply.json()["detail"].is_string(), "{write:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_memu_answering_503_reads_get_the_empty_answers_and_writes_the_503() {
+    let memu = MemU::start().await;
+    memu.set_failure(Failure::Status(503));
+    let proxy = Proxy::start(&memu.url(), |s| s.circuit.failure_threshold = 0).await;
+    let reads = every_read();
+    fallbacks(&proxy, &reads, "memu-proxy; fwd=miss; detail=upstream-5xx").await;
+    for read in &reads {
+        assert_eq!(memu.hits(read.route), 1, "{read:?}");
+    }
+    for write in every_write() {
+        let reply = write.send(&proxy).await;
+        assert_eq!(reply.status, 503, "{write:?}");
+        assert_eq!(reply.json(), json!({"detail": "Internal server error"}));
+        assert_eq!(
+            memu.hits(write.route),
+            1,
+            "{write:?}: forwarded once, never retried"
+        );
+    }
+    // Nothing was stored: memU back, every read is asked again.
+    memu.set_failure(Failure::None);
+    for read in &reads {
+        read.misses(&proxy).await;
+    }
+}
+
+// ---- Answers of the wrong shape are never stored (item 5) --------------------------------------
+
+#[tokio::test]
+async fn answers_of_the_wrong_shape_are_never_stored() {
+    let memu = MemU::start().await;
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let mut reads = every_read().to_vec();
+    reads.push(Call::v1_related("u", "a", "pets"));
+    for shape in [Shape::List, Shape::MissingList] {
+        memu.set_failure(Failure::WrongShape(shape));
+        for read in &reads {
+            let before = memu.hits(read.route);
+            let detail = "memu-proxy; fwd=miss; detail=invalid-shape";
+            fallbacks(&proxy, &[read.clone(), read.clone()], detail).await;
+            assert_eq!(memu.hits(read.route), before + 2, "{shape:?} {read:?}");
+        }
+    }
+    memu.set_failure(Failure::None);
+    for read in &reads {
+        read.misses(&proxy).await;
+        read.hits(&proxy).await;
+    }
 }
