@@ -966,3 +966,124 @@ async fn answers_of_the_wrong_shape_are_never_stored() {
         read.hits(&proxy).await;
     }
 }
+
+// ---- Trailing slashes ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn trailing_slashes_are_forwarded_as_sent_and_never_cached() {
+    let memu = MemU::start().await;
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let slashed = |call: Call, path: &str| Call {
+        path_and_query: path.into(),
+        ..call
+    };
+    // memU-server redirects (307, FastAPI's redirect_slashes); v4's collection is 404 with a
+    // slash; the cloud's v3 answer is unknown (the stand-in says 404).
+    let cases = [
+        (slashed(Call::server_retrieve("tea"), "/retrieve/"), 307),
+        (
+            slashed(Call::server_categories("u", None), "/categories/"),
+            307,
+        ),
+        (
+            slashed(
+                Call::v4_list(KEY_1, ""),
+                "/api/v4/memory/?user_id=default&agent_id=default",
+            ),
+            404,
+        ),
+        (
+            slashed(
+                Call::v4_search(KEY_1, "default", "default", "tea"),
+                "/api/v4/memory/search/",
+            ),
+            404,
+        ),
+        (
+            slashed(
+                Call::v3_retrieve(KEY_1, "u", "a", json!("tea")),
+                "/api/v3/memory/retrieve/",
+            ),
+            404,
+        ),
+    ];
+    for (call, status) in &cases {
+        for _ in 0..2 {
+            let reply = call.send(&proxy).await;
+            assert_eq!(reply.status, *status, "{call:?}: memU's own answer");
+            assert_eq!(reply.cache_status(), "memu-proxy; fwd=bypass", "{call:?}");
+            if *status == 307 {
+                let location = reply.header("location");
+                let slashless = call.path_and_query.trim_end_matches('/');
+                assert!(location.ends_with(slashless), "{location}");
+            }
+        }
+    }
+    let forwarded: Vec<String> = memu.seen().into_iter().map(|s| s.uri).collect();
+    let sent: Vec<String> = cases
+        .iter()
+        .flat_map(|(call, _)| [call.path_and_query.clone(), call.path_and_query.clone()])
+        .collect();
+    assert_eq!(forwarded, sent, "forwarded as sent, redirects not followed");
+    assert_eq!(memu.hits("other"), memu.total_hits());
+}
+
+// ---- Prewarm -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn prewarm_fills_each_generations_keys_before_the_app_asks() {
+    let memu = MemU::start().await;
+    memu.seed_v3(KEY_1, "u1", "a1", "Alice drinks green tea");
+    memu.seed_v4(KEY_1, "u1", "a1", "tea", "Alice drinks green tea");
+    memu.seed_server("u1", "a1", "Alice drinks green tea");
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let question = "What tea do I drink?";
+    // What each generation's own client sends later.
+    let cases = [
+        (
+            "v3",
+            Some(KEY_1),
+            [
+                Call::v3_categories(KEY_1, "u1", Some("a1")),
+                Call::v3_retrieve(KEY_1, "u1", "a1", json!(question)),
+            ],
+        ),
+        (
+            "v4",
+            Some(KEY_1),
+            [
+                Call::v4_list(KEY_1, "user_id=u1&agent_id=a1"),
+                Call::v4_search(KEY_1, "u1", "a1", question),
+            ],
+        ),
+        (
+            "server",
+            None,
+            [
+                Call::server_categories("u1", Some("a1")),
+                Call::server_retrieve(question),
+            ],
+        ),
+    ];
+    let mut entries = 0.0;
+    for (api, key, reads) in cases {
+        let prewarm = json!({"api": api, "user_id": "u1", "agent_id": "a1", "queries": [question]});
+        let headers: Vec<(&str, &str)> = key.map(|k| ("authorization", k)).into_iter().collect();
+        let accepted = post_with(&proxy.url("/prewarm"), &prewarm, &headers).await;
+        assert_eq!(accepted.status, 202, "{api}");
+        for read in &reads {
+            memu.wait_for_hits(read.route, 1).await;
+        }
+        // Asked; now stored.
+        entries += 2.0;
+        wait_until("the prewarmed answers to be stored", 10, || async {
+            metric(&proxy.metrics().await, "memu_proxy_cache_entries") == entries
+        })
+        .await;
+        for read in &reads {
+            let reply = read.hits(&proxy).await;
+            assert!(reply.text().contains("green tea"), "{read:?}");
+            assert_eq!(memu.hits(read.route), 1, "{read:?}");
+        }
+    }
+}
