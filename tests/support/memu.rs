@@ -286,8 +286,8 @@ impl MemU {
         format!("http://{}", self.addr)
     }
 
-    /// Requests received on routes whose path ends with `suffix` (e.g. "related-memory-items").
-    /// A request counts when it arrives, before its latency: a hit means memU is working on it.
+    /// Requests received on the route named `route` (e.g. "related-memory-items", "v4 list"; the
+    /// names are in the module docs). A request counts when it arrives, before its latency: a hit means memU is working on it.
     pub fn hits(&self, route: &str) -> usize {
         self.state
             .hits
