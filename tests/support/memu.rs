@@ -1,16 +1,27 @@
-//! A stand-in memU for integration tests and benches: the real routes and JSON shapes
-//! (memu-api.md §3), a real hyper server on 127.0.0.1:0, hit counters per route, and knobs for
-//! latency and failures.
+//! A stand-in memU for integration tests and benches: the real routes and JSON shapes of every
+//! generation (v1/v2, memu-api.md §3; cloud v3, cloud v4 and memU-server 1.x, memu-api-next.md
+//! §3–§5), a real hyper server on 127.0.0.1:0, hit counters per route, and knobs for latency and
+//! failures.
 //!
-//! Memories live in memory per (user, agent); a memorize creates a `PENDING` task that becomes
-//! visible only when the test calls [`MemU::complete_tasks`], like memU's background task.
+//! Each generation is its own memU with its own memories, per (project, user, agent): the project
+//! is the cloud's API key (`Authorization` as sent) for v3 and v4, and empty for the self-hosted
+//! servers, which ignore it. An asynchronous memorize (v1, v3, memU-server) creates a task that is
+//! applied only when the test calls [`MemU::complete_tasks`], like memU's background worker; a v4
+//! commit is applied at once.
+//!
+//! Hit counters are per route name, one per generation's route (see [`route_name`]): the v1/v2
+//! names are `related-memory-items`, `default-categories`, `related-clustered-categories`,
+//! `memorize`, `delete`, `status` and `chat`; the others are `v3 retrieve`, `v3 categories`,
+//! `v3 memorize`, `v3 delete`, `v3 status`, `v4 list`, `v4 search`, `v4 commit`,
+//! `server retrieve`, `server categories`, `server memorize`, `server status` and `server clear`;
+//! anything else is `other`.
 //!
 //! Start one with [`MemU::start`] (no latency, every request recorded) or configure it first with
 //! [`MemU::builder`]: a latency per route computed from each request, and whether to record
 //! requests at all (a benchmark sending millions must not keep them). This file routes, counts,
 //! delays and records; the answers themselves are in `memu/answers.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +41,10 @@ use tokio::sync::Notify;
 use super::own_thread::OwnThread;
 
 mod answers;
+mod server;
+mod store;
+mod v3;
+mod v4;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -44,6 +59,60 @@ pub enum Failure {
     Status(u16),
     /// Answer retrievals 200 with an HTML body.
     NotJson,
+    /// Answer every generation's reads 200 with JSON of the wrong shape.
+    WrongShape(Shape),
+}
+
+/// A wrong shape for a read's answer ([`Failure::WrongShape`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `[]` instead of an object.
+    List,
+    /// The real answer without its main list field (`related_memories`, v3 `items`,
+    /// `recall_files`, memU-server `result.categories`, …).
+    MissingList,
+}
+
+/// Which memU a memory lives in: each generation is a separate service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Service {
+    V1,
+    V3,
+    V4,
+    Server,
+}
+
+/// Whose memories: the service, the project (the cloud's `Authorization` value; empty for the
+/// self-hosted servers), the user and the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Owner {
+    service: Service,
+    project: String,
+    user: String,
+    agent: String,
+}
+
+impl Owner {
+    fn new(service: Service, project: &str, user: &str, agent: &str) -> Owner {
+        Owner {
+            service,
+            project: project.into(),
+            user: user.into(),
+            agent: agent.into(),
+        }
+    }
+}
+
+/// One owner's v4 recall files, by (track, name).
+type RecallFiles = BTreeMap<(String, String), RecallFile>;
+
+/// A v4 recall file (memu-api-next.md §4.1), stored per owner and keyed by (track, name).
+#[derive(Debug, Clone)]
+struct RecallFile {
+    id: String,
+    revision: u64,
+    description: String,
+    content: String,
 }
 
 /// A request as the stand-in received it.
@@ -67,7 +136,13 @@ struct State {
     latency: Mutex<Option<Latency>>,
     route_latency: Mutex<HashMap<&'static str, Latency>>,
     failure: Mutex<Option<Failure>>,
-    memories: Mutex<HashMap<(String, String), Vec<String>>>,
+    memories: Mutex<HashMap<Owner, Vec<String>>>,
+    /// Memorize tasks applied per owner (memU-server's `/clear` counts them as resources).
+    resources: Mutex<HashMap<Owner, usize>>,
+    /// v4 recall files per owner.
+    recall_files: Mutex<BTreeMap<Owner, RecallFiles>>,
+    /// Recall files ever written, for their ids and revisions.
+    recall_revisions: AtomicUsize,
     tasks: Mutex<HashMap<String, Task>>,
     /// Every request received, if recording.
     seen: Option<Mutex<Vec<Seen>>>,
@@ -76,8 +151,9 @@ struct State {
 }
 
 struct Task {
-    status: &'static str,
-    scope: (String, String),
+    /// Applied by [`MemU::complete_tasks`].
+    done: bool,
+    owner: Owner,
     content: Vec<String>,
 }
 
@@ -136,6 +212,9 @@ impl MemUBuilder {
             route_latency: Mutex::new(self.route_latency),
             failure: Mutex::default(),
             memories: Mutex::default(),
+            resources: Mutex::default(),
+            recall_files: Mutex::default(),
+            recall_revisions: AtomicUsize::new(0),
             tasks: Mutex::default(),
             seen: self.record_requests.then(Mutex::default),
             chat_step: Notify::new(),
@@ -207,8 +286,8 @@ impl MemU {
         format!("http://{}", self.addr)
     }
 
-    /// Requests received on routes whose path ends with `suffix` (e.g. "related-memory-items").
-    /// A request counts when it arrives, before its latency: a hit means memU is working on it.
+    /// Requests received on the route named `route` (e.g. "related-memory-items", "v4 list"; the
+    /// names are in the module docs). A request counts when it arrives, before its latency: a hit means memU is working on it.
     pub fn hits(&self, route: &str) -> usize {
         self.state
             .hits
@@ -269,27 +348,54 @@ impl MemU {
         *self.state.failure.lock().unwrap() = Some(failure);
     }
 
-    /// Stores a memory directly, as if memorized long ago.
+    /// Stores a v1/v2 memory directly, as if memorized long ago.
     pub fn seed(&self, user: &str, agent: &str, content: &str) {
-        self.state
-            .memories
-            .lock()
-            .unwrap()
-            .entry((user.into(), agent.into()))
-            .or_default()
-            .push(content.into());
+        self.seed_owner(Owner::new(Service::V1, "", user, agent), content);
     }
 
-    /// Applies every pending memorize and marks its task `SUCCESS`.
+    /// Stores a cloud v3 memory directly in the project of `authorization` (the header value the
+    /// client sends, e.g. `"Bearer key-1"`).
+    pub fn seed_v3(&self, authorization: &str, user: &str, agent: &str, content: &str) {
+        self.seed_owner(Owner::new(Service::V3, authorization, user, agent), content);
+    }
+
+    /// Stores a memU-server 1.x memory directly.
+    pub fn seed_server(&self, user: &str, agent: &str, content: &str) {
+        self.seed_owner(Owner::new(Service::Server, "", user, agent), content);
+    }
+
+    /// Commits a cloud v4 recall file (track `memory`) directly in the project of
+    /// `authorization`.
+    pub fn seed_v4(&self, authorization: &str, user: &str, agent: &str, name: &str, content: &str) {
+        let owner = Owner::new(Service::V4, authorization, user, agent);
+        v4::upsert(&self.state, &owner, "memory", name, name, content);
+    }
+
+    fn seed_owner(&self, owner: Owner, content: &str) {
+        *self
+            .state
+            .resources
+            .lock()
+            .unwrap()
+            .entry(owner.clone())
+            .or_default() += 1;
+        let mut memories = self.state.memories.lock().unwrap();
+        memories.entry(owner).or_default().push(content.into());
+    }
+
+    /// Applies every pending memorize, of every generation, and marks its task done (`SUCCESS`
+    /// for v1 and v3, `COMPLETED` for memU-server).
     pub fn complete_tasks(&self) {
         let mut tasks = self.state.tasks.lock().unwrap();
         let mut memories = self.state.memories.lock().unwrap();
-        for task in tasks.values_mut().filter(|t| t.status == "PENDING") {
+        let mut resources = self.state.resources.lock().unwrap();
+        for task in tasks.values_mut().filter(|t| !t.done) {
             memories
-                .entry(task.scope.clone())
+                .entry(task.owner.clone())
                 .or_default()
                 .append(&mut task.content);
-            task.status = "SUCCESS";
+            *resources.entry(task.owner.clone()).or_default() += 1;
+            task.done = true;
         }
     }
 
@@ -306,15 +412,64 @@ impl MemU {
     }
 }
 
-const ROUTES: [&str; 7] = [
-    "related-memory-items",
-    "default-categories",
-    "related-clustered-categories",
-    "memorize",
-    "delete",
-    "status",
-    "chat",
-];
+/// The hit-counter name of a request: each generation's routes matched precisely, by method and
+/// path (after any base path), as memU itself routes them.
+fn route_name(method: &Method, path: &str) -> &'static str {
+    let post = method == Method::POST;
+    let get = method == Method::GET;
+    if let Some((_, route)) = path.split_once("/api/v3/memory/") {
+        return match route {
+            "retrieve" if post => "v3 retrieve",
+            "categories" if post => "v3 categories",
+            "memorize" if post => "v3 memorize",
+            "delete" if post => "v3 delete",
+            _ if get && task_id(route, "memorize/status/").is_some() => "v3 status",
+            _ => "other",
+        };
+    }
+    if path.contains("/api/v4/") {
+        // The collection is slashless: `/api/v4/memory/` is not found.
+        return match () {
+            _ if path.ends_with("/api/v4/memory") && get => "v4 list",
+            _ if path.ends_with("/api/v4/memory") && post => "v4 commit",
+            _ if path.ends_with("/api/v4/memory/search") && post => "v4 search",
+            _ => "other",
+        };
+    }
+    if !path.contains("/api/") {
+        // memU-server 1.x serves at its root.
+        return match () {
+            _ if path.ends_with("/retrieve") && post => "server retrieve",
+            _ if path.ends_with("/categories") && post => "server categories",
+            _ if path.ends_with("/memorize") && post => "server memorize",
+            _ if path.ends_with("/clear") && post => "server clear",
+            _ if get && task_id(path, "/memorize/status/").is_some() => "server status",
+            _ => "other",
+        };
+    }
+    // v1/v2: `/api/v1|v2/memory/…` and `/api/v2/chat`, by suffix.
+    if path.contains("/memorize/status/") {
+        return "status";
+    }
+    const V1: [&str; 6] = [
+        "related-memory-items",
+        "default-categories",
+        "related-clustered-categories",
+        "memorize",
+        "delete",
+        "chat",
+    ];
+    V1.iter()
+        .copied()
+        .find(|r| path.ends_with(r))
+        .unwrap_or("other")
+}
+
+/// The task id after `prefix` at the end of `path`: one non-empty segment.
+fn task_id<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let (_, id) = path.rsplit_once(prefix)?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
 
 async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
@@ -324,15 +479,7 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
-    let name = if path.contains("/memorize/status/") {
-        "status"
-    } else {
-        ROUTES
-            .iter()
-            .copied()
-            .find(|r| path.ends_with(r))
-            .unwrap_or("other")
-    };
+    let name = route_name(&parts.method, &path);
     if let Some(body) = state.fixed.get(name) {
         count_hit(&state, name);
         return answers::fixed(body.clone());
@@ -356,7 +503,11 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     count_hit(&state, name);
     // The answer reflects memU's state when the request arrived; the latency delays its delivery
     // (so a slow answer can predate a write that completes meanwhile).
-    let response = answers::answer(&state, name, &parts, &path, &body);
+    let mut response = answers::answer(&state, name, &parts, &path, &body);
+    let failure = *state.failure.lock().unwrap();
+    if let Some(Failure::WrongShape(shape)) = failure {
+        response = answers::wrong_shape(response, name, shape).await;
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

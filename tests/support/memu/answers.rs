@@ -1,5 +1,7 @@
-//! The stand-in memU's answers, route by route: the real JSON shapes (memu-api.md §3) computed
-//! from the stand-in's state; the failure knobs; `/echo`, `/health` and the SSE chat stream.
+//! The stand-in memU's answers, route by route: the v1/v2 routes' real JSON shapes (memu-api.md
+//! §3) computed from the stand-in's state; the failure knobs; `/echo`, `/health` and the SSE chat
+//! stream; the wrong-shape knob for every generation's reads; and the JSON helpers the other
+//! generations' answers (`v3.rs`, `v4.rs`, `server.rs`) share.
 //! Routing, hit counting, latency and recording are in `memu.rs`.
 
 use std::collections::HashMap;
@@ -13,7 +15,8 @@ use hyper::body::Frame;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::{Body, Failure, State, Task};
+use super::store::{memories_of, new_task, purge, task_done};
+use super::{server, v3, v4, Body, Failure, Owner, Service, Shape, State};
 
 /// memU's answer to a request to route `name`, from its state now.
 pub(super) fn answer(
@@ -42,37 +45,65 @@ pub(super) fn answer(
     if name == "other" {
         return other(&parts.method, path, &parts.headers, parts.uri.query(), body);
     }
-    let request: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(_) if name == "status" => Value::Null,
-        Err(_) => {
-            return json_status(
-                422,
-                json!({"detail": [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error"}]}),
-            )
-        }
+    if name.starts_with("v3 ") {
+        return v3::answer(state, name, parts, path, body);
+    }
+    if name.starts_with("v4 ") {
+        return v4::answer(state, name, parts, body);
+    }
+    if name.starts_with("server ") {
+        return server::answer(state, name, path, body);
+    }
+    if name == "status" {
+        return task_status(state, path);
+    }
+    let request = match parse(body) {
+        Ok(request) => request,
+        Err(reject) => return reject.answer(),
     };
     match name {
         "related-memory-items" => related(state, &request),
         "default-categories" => default_categories(state, &request),
         "related-clustered-categories" => clustered(state, &request),
         "memorize" => memorize(state, &request),
-        "delete" => delete(state, &request),
-        _ => task_status(state, path),
+        _ => delete(state, &request),
     }
 }
 
-fn scope_of(request: &Value) -> Option<(String, String)> {
-    let user = request.get("user_id")?.as_str()?.to_owned();
+/// An error answer, its status and JSON body: small, so that fallible helpers can return it
+/// through `?`.
+pub(super) struct Reject(pub u16, pub Value);
+
+impl Reject {
+    pub(super) fn answer(self) -> Response<Body> {
+        json_status(self.0, self.1)
+    }
+}
+
+/// A route's answer, or the error answer the request was rejected with.
+pub(super) type Answer = Result<Response<Body>, Reject>;
+
+/// A request body as JSON, or FastAPI's 422 for a body that is not.
+pub(super) fn parse(body: &Bytes) -> Result<Value, Reject> {
+    serde_json::from_slice(body).map_err(|_| {
+        Reject(
+            422,
+            json!({"detail": [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error"}]}),
+        )
+    })
+}
+
+fn scope_of(request: &Value) -> Option<Owner> {
+    let user = request.get("user_id")?.as_str()?;
     let agent = request
         .get("agent_id")
         .and_then(Value::as_str)
-        .unwrap_or("default_agent")
-        .to_owned();
-    Some((user, agent))
+        .unwrap_or("default_agent");
+    Some(Owner::new(Service::V1, "", user, agent))
 }
 
-fn missing(field: &str, input: &Value) -> Response<Body> {
+/// FastAPI's 422 for a missing body field.
+pub(super) fn missing(field: &str, input: &Value) -> Response<Body> {
     json_status(
         422,
         json!({"detail": [{"type": "missing", "loc": ["body", field], "msg": "Field required", "input": input}]}),
@@ -82,16 +113,6 @@ fn missing(field: &str, input: &Value) -> Response<Body> {
 fn memory(n: usize, category: &str, content: &str) -> Value {
     json!({"memory_id": format!("m{n}"), "category": category, "content": content,
            "happened_at": "2026-11-24T00:00:00", "created_at": null, "updated_at": null})
-}
-
-fn memories_of(state: &State, scope: &(String, String)) -> Vec<String> {
-    state
-        .memories
-        .lock()
-        .unwrap()
-        .get(scope)
-        .cloned()
-        .unwrap_or_default()
 }
 
 fn related(state: &State, request: &Value) -> Response<Body> {
@@ -184,16 +205,7 @@ fn memorize(state: &State, request: &Value) -> Response<Body> {
     if content.is_empty() {
         return missing("conversation", request);
     }
-    let mut tasks = state.tasks.lock().unwrap();
-    let task_id = format!("task-{}", tasks.len() + 1);
-    tasks.insert(
-        task_id.clone(),
-        Task {
-            status: "PENDING",
-            scope,
-            content,
-        },
-    );
+    let task_id = new_task(state, scope, content, |n| format!("task-{n}"));
     json_status(
         200,
         json!({"task_id": task_id, "status": "PENDING", "message": "Memorization task started successfully"}),
@@ -205,24 +217,62 @@ fn delete(state: &State, request: &Value) -> Response<Body> {
         return missing("user_id", request);
     };
     let agent = request.get("agent_id").and_then(Value::as_str);
-    let mut memories = state.memories.lock().unwrap();
-    let before: usize = memories.values().map(Vec::len).sum();
-    memories.retain(|(u, a), _| !(u == user && agent.is_none_or(|agent| agent == a)));
-    let after: usize = memories.values().map(Vec::len).sum();
+    let deleted = purge(state, |o| {
+        o.service == Service::V1 && o.user == user && agent.is_none_or(|agent| agent == o.agent)
+    });
     json_status(
         200,
-        json!({"success": true, "deleted_count": before - after}),
+        json!({"success": true, "deleted_count": deleted.items}),
     )
 }
 
 fn task_status(state: &State, path: &str) -> Response<Body> {
     let id = path.rsplit('/').next().unwrap_or_default();
-    match state.tasks.lock().unwrap().get(id) {
-        Some(task) => json_status(
+    match task_done(state, Service::V1, id) {
+        Some(done) => json_status(
             200,
-            json!({"task_id": id, "status": task.status, "detail_info": ""}),
+            json!({"task_id": id, "status": if done { "SUCCESS" } else { "PENDING" }, "detail_info": ""}),
         ),
         None => json_status(404, json!({"detail": "Task not found"})),
+    }
+}
+
+/// The main list field of each read route's answer; `None` for other routes.
+fn list_field(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "related-memory-items" => &["related_memories"],
+        "default-categories" => &["categories"],
+        "related-clustered-categories" => &["clustered_categories"],
+        "v3 retrieve" => &["items"],
+        "v3 categories" => &["categories"],
+        "v4 list" => &["recall_files"],
+        "v4 search" => &["files"],
+        "server retrieve" => &["result", "items"],
+        "server categories" => &["result", "categories"],
+        _ => return None,
+    })
+}
+
+/// A read's `answer` turned into the wrong `shape` ([`Failure::WrongShape`]); other routes' and
+/// error answers unchanged.
+pub(super) async fn wrong_shape(
+    answer: Response<Body>,
+    name: &str,
+    shape: Shape,
+) -> Response<Body> {
+    let Some(list) = list_field(name).filter(|_| answer.status() == StatusCode::OK) else {
+        return answer;
+    };
+    match shape {
+        Shape::List => json_status(200, json!([])),
+        Shape::MissingList => {
+            let body = answer.into_body().collect().await.unwrap().to_bytes();
+            let mut value: Value = serde_json::from_slice(&body).unwrap();
+            let (last, parents) = list.split_last().unwrap();
+            let parent = parents.iter().fold(&mut value, |v, k| &mut v[*k]);
+            parent.as_object_mut().unwrap().remove(*last);
+            json_status(200, value)
+        }
     }
 }
 
@@ -255,6 +305,9 @@ fn other(
         r.headers_mut()
             .insert("server-timing", "db;dur=1.5".parse().unwrap());
         return r;
+    }
+    if let Some(redirect) = server::redirect_slash(path, headers, query) {
+        return redirect;
     }
     match path {
         "/health" => json_status(
@@ -298,7 +351,7 @@ fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl futures_core::Stream<
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-fn full(body: impl Into<Bytes>) -> Body {
+pub(super) fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed()
 }
 
@@ -310,7 +363,8 @@ pub(super) fn fixed(body: Bytes) -> Response<Body> {
     r
 }
 
-fn json_status(status: u16, value: Value) -> Response<Body> {
+/// A JSON answer with memU's usual headers.
+pub(super) fn json_status(status: u16, value: Value) -> Response<Body> {
     let mut r = Response::new(full(value.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
     r.headers_mut()
