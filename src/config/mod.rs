@@ -6,12 +6,13 @@
 //! reporting *every* bad key at once. Nothing here binds a port or touches the network.
 //!
 //! Layout: [`Settings`], [`Config`] and the file handling are here; each `[section]`'s settings
-//! struct, defaults, checks and typed config sit together in `sections.rs`; [`Problem`] and the
-//! collector the sections report into are in `problems.rs`. [`Settings::validate`] asks each
-//! section in file order and adds the checks that span sections.
+//! struct, defaults, checks and typed config sit together in `sections.rs` (`[upstream]` in
+//! `upstream.rs`); [`Problem`] and the collector the sections report into are in `problems.rs`.
+//! [`Settings::validate`] asks each section in file order and adds the checks that span sections.
 
 mod problems;
 mod sections;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,8 +24,9 @@ pub use problems::Problem;
 use problems::Problems;
 pub use sections::{
     CacheConfig, CacheSettings, CircuitConfig, CircuitSettings, CompatSettings, LatencyConfig,
-    LatencySettings, ServerSettings, UpstreamConfig, UpstreamSettings,
+    LatencySettings, ServerSettings,
 };
+pub use upstream::{UpstreamConfig, UpstreamSettings};
 
 /// The file format of `proxy.toml`, and the effective configuration printed by `--check-config`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
