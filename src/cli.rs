@@ -22,9 +22,12 @@ pub struct Cli {
     /// memU base URL, e.g. http://127.0.0.1:8000 (upstream.url).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
-    /// Hard upstream deadline in milliseconds (upstream.timeout_ms).
+    /// Hard upstream deadline of reads and pass-through in milliseconds (upstream.timeout_ms).
     #[arg(long, value_name = "N")]
     pub timeout_ms: Option<u64>,
+    /// Hard upstream deadline of writes in milliseconds (upstream.write_timeout_ms).
+    #[arg(long, value_name = "N")]
+    pub write_timeout_ms: Option<u64>,
     /// Seconds a cached answer stays fresh (cache.ttl_secs).
     #[arg(long, value_name = "N")]
     pub cache_ttl_secs: Option<u64>,
@@ -74,6 +77,9 @@ impl Cli {
         if let Some(v) = self.timeout_ms {
             s.upstream.timeout_ms = v;
         }
+        if let Some(v) = self.write_timeout_ms {
+            s.upstream.write_timeout_ms = v;
+        }
         if let Some(v) = self.cache_ttl_secs {
             s.cache.ttl_secs = v;
         }
@@ -109,6 +115,8 @@ mod tests {
             "http://10.0.0.1:1/memu",
             "--timeout-ms",
             "750",
+            "--write-timeout-ms",
+            "45000",
             "--cache-ttl-secs",
             "7",
             "--cache-max-bytes",
@@ -119,6 +127,7 @@ mod tests {
         assert_eq!(s.server.listen, "127.0.0.1:9");
         assert_eq!(s.upstream.url, "http://10.0.0.1:1/memu");
         assert_eq!(s.upstream.timeout_ms, 750);
+        assert_eq!(s.upstream.write_timeout_ms, 45_000);
         assert_eq!(s.cache.ttl_secs, 7);
         assert_eq!(s.cache.max_bytes, 9999);
     }

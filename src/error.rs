@@ -118,4 +118,19 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn retry_after_is_in_whole_seconds_rounded_up() {
+        for (ms, secs) in [
+            (1, "1"),
+            (999, "1"),
+            (1_000, "1"),
+            (1_001, "2"),
+            (5_000, "5"),
+        ] {
+            let error = ProxyError::from(UpstreamError::CircuitOpen(Duration::from_millis(ms)));
+            let response = error.into_response();
+            assert_eq!(response.headers()[header::RETRY_AFTER], secs, "{ms} ms");
+        }
+    }
 }

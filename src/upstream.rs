@@ -1,10 +1,12 @@
 //! Forwarding to memU: URI rewrite, header hygiene, the pooled client, and the deadline.
 //!
 //! Two ways to call memU: [`Upstream::exchange`] buffers the whole answer and bounds the *whole*
-//! exchange (connect, headers, body) by the deadline; it is used where the proxy must read the
-//! answer (cacheable reads, writes, watched task polls). [`Upstream::send`] bounds only the wait
-//! for the response head and streams the body through, for everything else (an SSE chat stream
-//! legitimately outlives any deadline). Neither retries: a retried write could be duplicated.
+//! exchange (connect, headers, body) by the caller's deadline; it is used where the proxy must
+//! read the answer (cacheable reads, writes, watched task polls). [`Upstream::send`] bounds only
+//! the wait for the response head and streams the body through, for everything else (an SSE chat
+//! stream legitimately outlives any deadline). Two deadlines: `upstream.timeout_ms` for reads,
+//! polls and pass-through, the longer `upstream.write_timeout_ms` for writes. Neither call
+//! retries: a retried write could be duplicated.
 
 use std::time::Duration;
 
@@ -85,6 +87,7 @@ pub struct Upstream {
     host: HeaderValue,
     base_path: String,
     timeout: Duration,
+    write_timeout: Duration,
     max_response_bytes: usize,
     circuit: Arc<Circuit>,
 }
@@ -109,6 +112,7 @@ impl Upstream {
             host,
             base_path: config.base_path.clone(),
             timeout: config.timeout,
+            write_timeout: config.write_timeout,
             max_response_bytes: config.max_response_bytes,
             circuit,
         }
@@ -119,9 +123,15 @@ impl Upstream {
         &self.circuit
     }
 
-    /// The hard deadline of one exchange.
+    /// The hard deadline of one read, task-status poll or pass-through exchange.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The hard deadline of one write: longer, because a write cut short while memU is still
+    /// applying it is retried by the client and applied twice.
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
     }
 
     /// Builds the upstream request for a client request: same method, path (under the base path),
@@ -175,8 +185,8 @@ impl Upstream {
         Ok(response)
     }
 
-    /// Sends `request` and reads the whole answer, all within `deadline` (at most the hard
-    /// timeout from now).
+    /// Sends `request` and reads the whole answer, all within `deadline` (the caller's: from
+    /// [`Upstream::timeout`] or [`Upstream::write_timeout`]).
     pub async fn exchange(
         &self,
         request: Request<ProxyBody>,
@@ -186,7 +196,7 @@ impl Upstream {
             .circuit
             .try_pass()
             .map_err(UpstreamError::CircuitOpen)?;
-        let deadline = deadline.min(Instant::now() + self.timeout);
+        let allowed = whole_millis(deadline.saturating_duration_since(Instant::now()));
         let exchange = async {
             let response = self.client.request(request).await.map_err(classify)?;
             let (mut parts, body) = response.into_parts();
@@ -210,7 +220,7 @@ impl Upstream {
         };
         let result = tokio::time::timeout_at(deadline, exchange)
             .await
-            .map_err(|_| UpstreamError::Timeout(self.timeout))
+            .map_err(|_| UpstreamError::Timeout(allowed))
             .and_then(|result| result);
         report(ticket, result.as_ref().map(|answer| answer.status));
         result
@@ -225,6 +235,12 @@ fn report(ticket: Ticket, result: Result<StatusCode, &UpstreamError>) {
         Err(error) if error.is_upstream_failure() => ticket.failure(),
         Err(_) => drop(ticket),
     }
+}
+
+/// `d` to the nearest millisecond: the time an exchange was allowed, as its 504 reports it (the
+/// deadline was set a few µs before the exchange began).
+fn whole_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from((d.as_micros() + 500) / 1000).unwrap_or(u64::MAX))
 }
 
 fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {

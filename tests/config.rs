@@ -37,6 +37,8 @@ fn check_config_prints_the_effective_configuration_with_flags_applied() {
             "--check-config",
             "--timeout-ms",
             "750",
+            "--write-timeout-ms",
+            "45000",
             "--upstream",
             "http://127.0.0.1:9/memu",
         ])
@@ -49,6 +51,7 @@ fn check_config_prints_the_effective_configuration_with_flags_applied() {
     );
     let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
     assert_eq!(printed.upstream.timeout_ms, 750);
+    assert_eq!(printed.upstream.write_timeout_ms, 45_000);
     assert_eq!(printed.upstream.url, "http://127.0.0.1:9/memu");
 }
 
@@ -82,6 +85,11 @@ fn a_bad_config_names_the_key_and_exits_before_binding() {
             "",
             &["--listen", "127.0.0.1:0", "--upstream", "ftp://x"],
             "upstream.url",
+        ),
+        (
+            "[upstream]\nwrite_timeout_ms = 600001\n",
+            any_port,
+            "upstream.write_timeout_ms",
         ),
         (
             "[upstream]\ntimeout_ms = \"fast\"\n",

@@ -145,6 +145,7 @@ mod tests {
         assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:8000");
         assert_eq!(config.upstream.base_path, "");
         assert_eq!(config.upstream.timeout, Duration::from_millis(2000));
+        assert_eq!(config.upstream.write_timeout, Duration::from_secs(30));
         assert_eq!(config.cache.ttl, Duration::from_secs(300));
         assert_eq!(config.max_body_bytes, 1024 * 1024);
     }
@@ -196,6 +197,12 @@ mod tests {
             ("upstream.url", |s| s.upstream.url = "http://h/?q=1".into()),
             ("upstream.timeout_ms", |s| s.upstream.timeout_ms = 0),
             ("upstream.timeout_ms", |s| s.upstream.timeout_ms = 600_001),
+            ("upstream.write_timeout_ms", |s| {
+                s.upstream.write_timeout_ms = 0
+            }),
+            ("upstream.write_timeout_ms", |s| {
+                s.upstream.write_timeout_ms = 600_001
+            }),
             ("upstream.max_response_bytes", |s| {
                 s.upstream.max_response_bytes = 0
             }),
@@ -244,6 +251,7 @@ mod tests {
         s.server.shutdown_grace_ms = u64::MAX;
         s.upstream.url = "ftp://x".into();
         s.upstream.timeout_ms = 0;
+        s.upstream.write_timeout_ms = 0;
         s.upstream.max_response_bytes = 0;
         s.upstream.pool_idle_timeout_secs = u64::MAX;
         s.cache.ttl_secs = 0;
@@ -265,6 +273,7 @@ mod tests {
                 "server.shutdown_grace_ms",
                 "upstream.url",
                 "upstream.timeout_ms",
+                "upstream.write_timeout_ms",
                 "upstream.max_response_bytes",
                 "upstream.pool_idle_timeout_secs",
                 "cache.ttl_secs",

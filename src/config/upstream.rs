@@ -16,8 +16,12 @@ use super::problems::Problems;
 pub struct UpstreamSettings {
     /// memU base URL; a path prefix (`http://h:8000/memu`) is kept.
     pub url: String,
-    /// Hard deadline for one upstream exchange, in milliseconds.
+    /// Hard deadline for one upstream exchange of a read, a task-status poll or a pass-through
+    /// request, in milliseconds.
     pub timeout_ms: u64,
+    /// Hard deadline for one write (memorize, delete), in milliseconds: long, because a write
+    /// answered 504 while memU is still applying it is retried by the SDK and stored twice.
+    pub write_timeout_ms: u64,
     /// Largest upstream response the proxy buffers (cached reads, writes, task status).
     pub max_response_bytes: u64,
     /// Idle pooled connections are closed after this many seconds.
@@ -31,6 +35,7 @@ impl Default for UpstreamSettings {
         Self {
             url: "http://127.0.0.1:8000".into(),
             timeout_ms: 2_000,
+            write_timeout_ms: 30_000,
             max_response_bytes: 16 * 1024 * 1024,
             pool_idle_timeout_secs: 90,
             pool_max_idle: 64,
@@ -45,7 +50,10 @@ pub struct UpstreamConfig {
     pub authority: Authority,
     /// Path prefix without a trailing slash (`""` or `"/memu"`).
     pub base_path: String,
+    /// The deadline of reads, task-status polls and pass-through.
     pub timeout: Duration,
+    /// The deadline of writes.
+    pub write_timeout: Duration,
     pub max_response_bytes: usize,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
@@ -63,6 +71,11 @@ impl UpstreamSettings {
             "upstream.timeout_ms",
             "must be between 1 and 600000",
         );
+        problems.check(
+            (1..=600_000).contains(&self.write_timeout_ms),
+            "upstream.write_timeout_ms",
+            "must be between 1 and 600000",
+        );
         problems.greater_than_0(self.max_response_bytes, "upstream.max_response_bytes");
         problems.at_most_a_year(
             self.pool_idle_timeout_secs,
@@ -75,6 +88,7 @@ impl UpstreamSettings {
                     authority,
                     base_path,
                     timeout: Duration::from_millis(self.timeout_ms),
+                    write_timeout: Duration::from_millis(self.write_timeout_ms),
                     max_response_bytes: usize::try_from(self.max_response_bytes)
                         .unwrap_or(usize::MAX),
                     pool_idle_timeout: Duration::from_secs(self.pool_idle_timeout_secs),
@@ -123,6 +137,27 @@ mod tests {
         ] {
             let (_, _, base) = parse_upstream_url(url).unwrap();
             assert_eq!(base, prefix, "{url}");
+        }
+    }
+
+    #[test]
+    fn write_timeout_ms_is_between_1_and_600000() {
+        for (ms, ok) in [
+            (0, false),
+            (1, true),
+            (30_000, true),
+            (600_000, true),
+            (600_001, false),
+        ] {
+            let settings = UpstreamSettings {
+                write_timeout_ms: ms,
+                ..UpstreamSettings::default()
+            };
+            let config = settings.validate(&mut Problems::default());
+            assert_eq!(config.is_some(), ok, "{ms}");
+            if let Some(config) = config {
+                assert_eq!(config.write_timeout, Duration::from_millis(ms));
+            }
         }
     }
 }

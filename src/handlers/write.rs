@@ -5,7 +5,9 @@
 //! served from an older answer, and again after a successful answer, so a read fetched while
 //! memU was applying the write is not admitted as fresh. A memorize's `task_id` is remembered, so
 //! a later `SUCCESS` status poll invalidates once more (memU applies memorize asynchronously).
-//! Failures are reported honestly: 504 on the deadline, 502 when memU is unreachable.
+//! Failures are reported honestly: 504 on the deadline, 502 when memU is unreachable. Writes have
+//! their own, longer deadline (`upstream.write_timeout_ms`): the SDK retries a memorize answered
+//! 504, so cutting one short while memU is still applying it would store it twice.
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use serde::Deserialize;
 use crate::body::ProxyBody;
 use crate::cache::{request_tenant, write_scope, Invalidate, Scope};
 use crate::error::ProxyError;
-use crate::exchange::{deadline, forward_buffered, read_body};
+use crate::exchange::{forward_buffered, read_body, write_deadline};
 use crate::metrics::InvalidationCause;
 use crate::outcome::{Handled, Outcome, RouteClassLabel};
 use crate::respond::forwarded;
@@ -40,8 +42,8 @@ pub async fn handle(
         state.invalidate(scope, *what, InvalidationCause::Write);
     }
 
-    let exchanged =
-        forward_buffered(state, &parts, body, RouteClassLabel::Write, deadline(state)).await;
+    let deadline = write_deadline(state);
+    let exchanged = forward_buffered(state, &parts, body, RouteClassLabel::Write, deadline).await;
     let answer = exchanged.result?;
 
     if let (true, Some((scope, what))) = (answer.status.is_success(), target) {
