@@ -45,6 +45,7 @@ pub fn judge(result: Result<Buffered, UpstreamError>) -> Judgement {
     match result {
         Err(UpstreamError::Timeout(_)) => Judgement::Fallback(FallbackReason::Timeout),
         Err(UpstreamError::Connect(_)) => Judgement::Fallback(FallbackReason::Connect),
+        Err(UpstreamError::Tls(_)) => Judgement::Fallback(FallbackReason::Tls),
         Err(
             UpstreamError::Exchange(_)
             | UpstreamError::TooLarge(_)
@@ -160,6 +161,7 @@ pub fn waiter_answer(waited: &Waited) -> WaiterAnswer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::TlsRejection;
     use bytes::Bytes;
     use http::HeaderMap;
 
@@ -200,6 +202,13 @@ mod tests {
             (
                 Err(UpstreamError::Timeout(Duration::from_secs(2))),
                 Some(F::Timeout),
+                false,
+            ),
+            (
+                Err(UpstreamError::Tls(TlsRejection::Certificate(
+                    rustls::CertificateError::UnknownIssuer,
+                ))),
+                Some(F::Tls),
                 false,
             ),
             (

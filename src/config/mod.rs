@@ -154,7 +154,7 @@ mod tests {
     fn every_bad_value_is_reported_by_key() {
         let mut s = Settings::default();
         s.server.listen = "nope".into();
-        s.upstream.url = "https://x".into();
+        s.upstream.url = "ftp://x".into();
         s.upstream.timeout_ms = 0;
         s.cache.ttl_secs = 0;
         s.cache.stale_if_error_secs = u64::MAX;
@@ -195,6 +195,9 @@ mod tests {
                 s.server.shutdown_grace_ms = YEAR_MS + 1000
             }),
             ("upstream.url", |s| s.upstream.url = "http://h/?q=1".into()),
+            ("upstream.ca_file", |s| {
+                s.upstream.ca_file = Some("/nonexistent/memu-ca.pem".into())
+            }),
             ("upstream.timeout_ms", |s| s.upstream.timeout_ms = 0),
             ("upstream.timeout_ms", |s| s.upstream.timeout_ms = 600_001),
             ("upstream.write_timeout_ms", |s| {
@@ -250,6 +253,7 @@ mod tests {
         s.server.max_body_bytes = 0;
         s.server.shutdown_grace_ms = u64::MAX;
         s.upstream.url = "ftp://x".into();
+        s.upstream.ca_file = Some("/nonexistent/memu-ca.pem".into());
         s.upstream.timeout_ms = 0;
         s.upstream.write_timeout_ms = 0;
         s.upstream.max_response_bytes = 0;
@@ -272,6 +276,7 @@ mod tests {
                 "server.max_body_bytes",
                 "server.shutdown_grace_ms",
                 "upstream.url",
+                "upstream.ca_file",
                 "upstream.timeout_ms",
                 "upstream.write_timeout_ms",
                 "upstream.max_response_bytes",
