@@ -417,9 +417,10 @@ def test_hung_memu_is_cut_at_the_deadline(
 ) -> None:
     """memU frozen (SIGSTOP: connections are accepted, nothing answers): an SDK retrieval through the
     proxy gets the empty fallback at the proxy's deadline (not the SDK's 10 s timeout) and an SDK
-    memorize gets a 504 at the deadline; thawed, memU's answers come back through the same proxy."""
+    memorize gets a 504 at the writes' own deadline (``upstream.write_timeout_ms``, 30 s by default,
+    1 s here); thawed, memU's answers come back through the same proxy."""
     memu = make_memu()
-    proxy = make_proxy(memu.url, timeout_ms=1000)
+    proxy = make_proxy(memu.url, timeout_ms=1000, extra={"upstream": {"write_timeout_ms": 1000}})
     user = uid("alice")
     seed_alice(memu, user)
     client = sdk(proxy.url)

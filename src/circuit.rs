@@ -1,7 +1,8 @@
 //! The circuit breaker in front of memU.
 //!
-//! Closed: every request goes through; consecutive failures (timeouts, connect errors, 5xx) are
-//! counted and any success resets the count. At `failure_threshold` the circuit opens: nothing
+//! Closed: every request goes through; consecutive failures (timeouts, connect errors, 5xx; what
+//! counts is decided in `upstream.rs`, and a TLS rejection does not) are counted and any success
+//! resets the count. At `failure_threshold` the circuit opens: nothing
 //! is sent to memU for `cool_down` (reads are answered stale or empty, writes get an honest 503).
 //! Then it is half-open: exactly one probe request goes through; success closes the circuit,
 //! failure opens it again. A probe whose client went away without a verdict frees the probe slot.

@@ -19,12 +19,18 @@ pub struct Cli {
     /// Separate listener for /metrics and /healthz (server.admin_listen).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
-    /// memU base URL, e.g. http://127.0.0.1:8000 (upstream.url).
+    /// memU base URL, http:// or https://, e.g. http://127.0.0.1:8000 (upstream.url).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
-    /// Hard upstream deadline in milliseconds (upstream.timeout_ms).
+    /// PEM file of extra root certificates for an https:// upstream (upstream.ca_file).
+    #[arg(long, value_name = "PATH")]
+    pub upstream_ca_file: Option<String>,
+    /// Hard upstream deadline of reads and pass-through in milliseconds (upstream.timeout_ms).
     #[arg(long, value_name = "N")]
     pub timeout_ms: Option<u64>,
+    /// Hard upstream deadline of writes in milliseconds (upstream.write_timeout_ms).
+    #[arg(long, value_name = "N")]
+    pub write_timeout_ms: Option<u64>,
     /// Seconds a cached answer stays fresh (cache.ttl_secs).
     #[arg(long, value_name = "N")]
     pub cache_ttl_secs: Option<u64>,
@@ -71,8 +77,14 @@ impl Cli {
         if let Some(v) = &self.upstream {
             s.upstream.url.clone_from(v);
         }
+        if let Some(v) = &self.upstream_ca_file {
+            s.upstream.ca_file = Some(v.clone());
+        }
         if let Some(v) = self.timeout_ms {
             s.upstream.timeout_ms = v;
+        }
+        if let Some(v) = self.write_timeout_ms {
+            s.upstream.write_timeout_ms = v;
         }
         if let Some(v) = self.cache_ttl_secs {
             s.cache.ttl_secs = v;
@@ -106,9 +118,13 @@ mod tests {
             "--listen",
             "127.0.0.1:9",
             "--upstream",
-            "http://10.0.0.1:1/memu",
+            "https://10.0.0.1:1/memu",
+            "--upstream-ca-file",
+            "/etc/memu/ca.pem",
             "--timeout-ms",
             "750",
+            "--write-timeout-ms",
+            "45000",
             "--cache-ttl-secs",
             "7",
             "--cache-max-bytes",
@@ -117,8 +133,10 @@ mod tests {
         let mut s = Settings::default();
         cli.apply(&mut s);
         assert_eq!(s.server.listen, "127.0.0.1:9");
-        assert_eq!(s.upstream.url, "http://10.0.0.1:1/memu");
+        assert_eq!(s.upstream.url, "https://10.0.0.1:1/memu");
+        assert_eq!(s.upstream.ca_file.as_deref(), Some("/etc/memu/ca.pem"));
         assert_eq!(s.upstream.timeout_ms, 750);
+        assert_eq!(s.upstream.write_timeout_ms, 45_000);
         assert_eq!(s.cache.ttl_secs, 7);
         assert_eq!(s.cache.max_bytes, 9999);
     }

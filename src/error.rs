@@ -57,6 +57,7 @@ impl ProxyError {
             ProxyError::Upstream(e) => match e {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Connect(_)
+                | UpstreamError::Tls(_)
                 | UpstreamError::Exchange(_)
                 | UpstreamError::TooLarge(_) => StatusCode::BAD_GATEWAY,
                 UpstreamError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -87,6 +88,7 @@ impl ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::TlsRejection;
     use std::time::Duration;
 
     #[test]
@@ -101,6 +103,13 @@ mod tests {
             (ProxyError::NotFound, 404),
             (UpstreamError::Timeout(Duration::from_secs(2)).into(), 504),
             (UpstreamError::Exchange(io()).into(), 502),
+            (
+                UpstreamError::Tls(TlsRejection::Certificate(
+                    rustls::CertificateError::UnknownIssuer,
+                ))
+                .into(),
+                502,
+            ),
             (UpstreamError::TooLarge(10).into(), 502),
             (UpstreamError::RequestTooLarge.into(), 413),
             (
@@ -116,6 +125,21 @@ mod tests {
             if status == 503 {
                 assert_eq!(response.headers()[header::RETRY_AFTER], "2");
             }
+        }
+    }
+
+    #[test]
+    fn retry_after_is_in_whole_seconds_rounded_up() {
+        for (ms, secs) in [
+            (1, "1"),
+            (999, "1"),
+            (1_000, "1"),
+            (1_001, "2"),
+            (5_000, "5"),
+        ] {
+            let error = ProxyError::from(UpstreamError::CircuitOpen(Duration::from_millis(ms)));
+            let response = error.into_response();
+            assert_eq!(response.headers()[header::RETRY_AFTER], secs, "{ms} ms");
         }
     }
 }

@@ -34,13 +34,18 @@ pub async fn read_body(body: ProxyBody, limit: usize) -> Result<Bytes, ProxyErro
     }
 }
 
-/// The hard deadline of an exchange starting now.
+/// The hard deadline of a read or task-status exchange starting now (`upstream.timeout_ms`).
 pub fn deadline(state: &State) -> Instant {
     Instant::now() + state.upstream.timeout()
 }
 
+/// The hard deadline of a write starting now (`upstream.write_timeout_ms`).
+pub fn write_deadline(state: &State) -> Instant {
+    Instant::now() + state.upstream.write_timeout()
+}
+
 /// Forwards a request whose body the proxy has read, and reads the whole answer unencoded, within
-/// `deadline` (at most the hard timeout); the exchange is timed into the metrics.
+/// `deadline` ([`deadline`] or [`write_deadline`]); the exchange is timed into the metrics.
 pub async fn forward_buffered(
     state: &State,
     parts: &http::request::Parts,

@@ -17,6 +17,8 @@ pub enum FallbackReason {
     Timeout,
     /// memU could not be connected to.
     Connect,
+    /// memU's TLS certificate was rejected (or the TLS handshake failed): nothing was sent.
+    Tls,
     /// memU answered with a 5xx status.
     Upstream5xx,
     /// memU answered 200 with a body that is not JSON.
@@ -39,6 +41,7 @@ impl FallbackReason {
         match self {
             FallbackReason::Timeout => "timeout",
             FallbackReason::Connect => "connect",
+            FallbackReason::Tls => "tls",
             FallbackReason::Upstream5xx => "upstream-5xx",
             FallbackReason::InvalidJson => "invalid-json",
             FallbackReason::UpstreamError => "upstream-error",
@@ -54,6 +57,7 @@ impl FallbackReason {
         match self {
             FallbackReason::Timeout => "stale-timeout",
             FallbackReason::Connect => "stale-connect",
+            FallbackReason::Tls => "stale-tls",
             FallbackReason::Upstream5xx => "stale-upstream-5xx",
             FallbackReason::InvalidJson => "stale-invalid-json",
             FallbackReason::UpstreamError => "stale-upstream-error",

@@ -24,7 +24,8 @@
 //! | [`error`] | the proxy's own error responses, one status per condition |
 //! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
 //! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations, coalescing |
-//! | [`upstream`] | the pooled client, URI rewrite, hop-by-hop headers, deadline |
+//! | [`upstream`] | the pooled client (plain or TLS), URI rewrite, hop-by-hop headers, deadline |
+//! | [`tls`] | rustls client config (system roots + `upstream.ca_file`), TLS rejections, their log |
 //! | [`circuit`] | the circuit breaker every upstream exchange passes |
 //! | [`metrics`] | the request metric families and scrape-time encoders |
 //! | [`outcome`] | what a handler returns: `Handled`, `Outcome`, `RequestInfo` |
@@ -56,6 +57,7 @@ pub mod server;
 pub mod stack;
 pub mod state;
 pub mod tasks;
+pub mod tls;
 pub mod upstream;
 
 use std::future::Future;

@@ -1,10 +1,16 @@
 //! Forwarding to memU: URI rewrite, header hygiene, the pooled client, and the deadline.
 //!
+//! One pooled keep-alive client over an `HttpsConnector`: plain TCP for an `http://` upstream;
+//! for `https://`, TLS only (never downgraded to plain HTTP) with SNI and `Host` set to memU's
+//! host, one handshake per pooled connection, not per request (`tls.rs` has the roots).
+//!
 //! Two ways to call memU: [`Upstream::exchange`] buffers the whole answer and bounds the *whole*
-//! exchange (connect, headers, body) by the deadline; it is used where the proxy must read the
-//! answer (cacheable reads, writes, watched task polls). [`Upstream::send`] bounds only the wait
-//! for the response head and streams the body through, for everything else (an SSE chat stream
-//! legitimately outlives any deadline). Neither retries: a retried write could be duplicated.
+//! exchange (connect, headers, body) by the caller's deadline; it is used where the proxy must
+//! read the answer (cacheable reads, writes, watched task polls). [`Upstream::send`] bounds only
+//! the wait for the response head and streams the body through, for everything else (an SSE chat
+//! stream legitimately outlives any deadline). Two deadlines: `upstream.timeout_ms` for reads,
+//! polls and pass-through, the longer `upstream.write_timeout_ms` for writes. Neither call
+//! retries: a retried write could be duplicated.
 
 use std::time::Duration;
 
@@ -14,6 +20,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{request, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -25,6 +32,7 @@ use crate::body::{is_length_limit, BoxError, ProxyBody};
 use crate::circuit::{Circuit, Ticket};
 use crate::config::UpstreamConfig;
 use crate::headers::{strip_hop_by_hop, BUDGET_HEADER};
+use crate::tls::{self, TlsHealth, TlsRejection};
 
 /// Why an upstream exchange produced no usable response.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +41,9 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("memU is unreachable: {0}")]
     Connect(#[source] hyper_util::client::legacy::Error),
+    /// The TLS handshake failed: memU's certificate was rejected, or no TLS was possible.
+    #[error(transparent)]
+    Tls(TlsRejection),
     #[error("the exchange with memU failed: {0}")]
     Exchange(#[source] BoxError),
     #[error("memU's response exceeds {0} bytes")]
@@ -45,12 +56,19 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// Whether this error says something about memU's health (for the circuit breaker).
+    ///
+    /// A TLS rejection does not: it is a configuration problem (a CA the proxy does not trust, a
+    /// certificate for another name, an expired one), not a transient one, so opening the circuit
+    /// would not let it heal, and it would replace the answer that names the cause (`detail=tls`,
+    /// "certificate was rejected") with `circuit-open`/503 and a `Retry-After` inviting retries
+    /// that cannot succeed. A rejected handshake costs one round trip and sends memU no request.
     fn is_upstream_failure(&self) -> bool {
         match self {
             UpstreamError::Timeout(_) | UpstreamError::Connect(_) | UpstreamError::Exchange(_) => {
                 true
             }
-            UpstreamError::TooLarge(_)
+            UpstreamError::Tls(_)
+            | UpstreamError::TooLarge(_)
             | UpstreamError::RequestTooLarge
             | UpstreamError::CircuitOpen(_) => false,
         }
@@ -79,21 +97,36 @@ pub struct Buffered {
 /// The pooled client for one memU base URL.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
     base_path: String,
     timeout: Duration,
+    write_timeout: Duration,
     max_response_bytes: usize,
     circuit: Arc<Circuit>,
+    tls_health: Arc<TlsHealth>,
 }
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig, circuit: Arc<Circuit>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout));
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(config.timeout));
+        // The scheme is checked by the HTTPS connector below, not by the TCP one.
+        tcp.enforce_http(false);
+        let connector = if config.scheme == Scheme::HTTPS {
+            HttpsConnectorBuilder::new()
+                .with_tls_config(tls::client_config(&config.ca_roots))
+                .https_only()
+        } else {
+            // Never used for TLS: an `http://` upstream's requests are all `http://`.
+            HttpsConnectorBuilder::new()
+                .with_tls_config(tls::with_roots(rustls::RootCertStore::empty()))
+                .https_or_http()
+        };
+        let connector = connector.enable_http1().wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -109,8 +142,10 @@ impl Upstream {
             host,
             base_path: config.base_path.clone(),
             timeout: config.timeout,
+            write_timeout: config.write_timeout,
             max_response_bytes: config.max_response_bytes,
             circuit,
+            tls_health: Arc::default(),
         }
     }
 
@@ -119,9 +154,15 @@ impl Upstream {
         &self.circuit
     }
 
-    /// The hard deadline of one exchange.
+    /// The hard deadline of one read, task-status poll or pass-through exchange.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The hard deadline of one write: longer, because a write cut short while memU is still
+    /// applying it is retried by the client and applied twice.
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
     }
 
     /// Builds the upstream request for a client request: same method, path (under the base path),
@@ -168,15 +209,18 @@ impl Upstream {
         let result = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| UpstreamError::Timeout(self.timeout))
-            .and_then(|response| response.map_err(classify));
+            .and_then(|response| response.map_err(|e| self.classify(e)));
+        if result.is_ok() {
+            self.tls_health.answered();
+        }
         report(ticket, result.as_ref().map(Response::status));
         let mut response = result?;
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }
 
-    /// Sends `request` and reads the whole answer, all within `deadline` (at most the hard
-    /// timeout from now).
+    /// Sends `request` and reads the whole answer, all within `deadline` (the caller's: from
+    /// [`Upstream::timeout`] or [`Upstream::write_timeout`]).
     pub async fn exchange(
         &self,
         request: Request<ProxyBody>,
@@ -186,9 +230,11 @@ impl Upstream {
             .circuit
             .try_pass()
             .map_err(UpstreamError::CircuitOpen)?;
-        let deadline = deadline.min(Instant::now() + self.timeout);
+        let allowed = whole_millis(deadline.saturating_duration_since(Instant::now()));
         let exchange = async {
-            let response = self.client.request(request).await.map_err(classify)?;
+            let response = self.client.request(request).await;
+            let response = response.map_err(|e| self.classify(e))?;
+            self.tls_health.answered();
             let (mut parts, body) = response.into_parts();
             let body = Limited::new(body, self.max_response_bytes)
                 .collect()
@@ -210,7 +256,7 @@ impl Upstream {
         };
         let result = tokio::time::timeout_at(deadline, exchange)
             .await
-            .map_err(|_| UpstreamError::Timeout(self.timeout))
+            .map_err(|_| UpstreamError::Timeout(allowed))
             .and_then(|result| result);
         report(ticket, result.as_ref().map(|answer| answer.status));
         result
@@ -223,16 +269,33 @@ fn report(ticket: Ticket, result: Result<StatusCode, &UpstreamError>) {
         Ok(status) if status.is_server_error() => ticket.failure(),
         Ok(_) => ticket.success(),
         Err(error) if error.is_upstream_failure() => ticket.failure(),
+        // Says nothing about memU's health (an oversized answer, a TLS rejection …).
         Err(_) => drop(ticket),
     }
 }
 
-fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
-    if error.is_connect() {
-        UpstreamError::Connect(error)
-    } else if is_length_limit(&error) {
-        UpstreamError::RequestTooLarge
-    } else {
-        UpstreamError::Exchange(Box::new(error))
+/// `d` to the nearest millisecond: the time an exchange was allowed, as its 504 reports it (the
+/// deadline was set a few µs before the exchange began).
+fn whole_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from((d.as_micros() + 500) / 1000).unwrap_or(u64::MAX))
+}
+
+impl Upstream {
+    /// What a failed request means. A connect error carrying a rustls error is a TLS rejection
+    /// (logged once per change of state); any answer at all means TLS works again.
+    fn classify(&self, error: hyper_util::client::legacy::Error) -> UpstreamError {
+        if error.is_connect() {
+            match tls::rejection(&error) {
+                Some(rejection) => {
+                    self.tls_health.rejected(&rejection);
+                    UpstreamError::Tls(rejection)
+                }
+                None => UpstreamError::Connect(error),
+            }
+        } else if is_length_limit(&error) {
+            UpstreamError::RequestTooLarge
+        } else {
+            UpstreamError::Exchange(Box::new(error))
+        }
     }
 }

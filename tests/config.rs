@@ -37,6 +37,8 @@ fn check_config_prints_the_effective_configuration_with_flags_applied() {
             "--check-config",
             "--timeout-ms",
             "750",
+            "--write-timeout-ms",
+            "45000",
             "--upstream",
             "http://127.0.0.1:9/memu",
         ])
@@ -49,6 +51,7 @@ fn check_config_prints_the_effective_configuration_with_flags_applied() {
     );
     let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
     assert_eq!(printed.upstream.timeout_ms, 750);
+    assert_eq!(printed.upstream.write_timeout_ms, 45_000);
     assert_eq!(printed.upstream.url, "http://127.0.0.1:9/memu");
 }
 
@@ -84,6 +87,11 @@ fn a_bad_config_names_the_key_and_exits_before_binding() {
             "upstream.url",
         ),
         (
+            "[upstream]\nwrite_timeout_ms = 600001\n",
+            any_port,
+            "upstream.write_timeout_ms",
+        ),
+        (
             "[upstream]\ntimeout_ms = \"fast\"\n",
             any_port,
             "timeout_ms",
@@ -100,6 +108,52 @@ fn a_bad_config_names_the_key_and_exits_before_binding() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(key), "{key} not named in: {stderr}");
     }
+}
+
+#[test]
+fn an_unreadable_or_invalid_ca_file_stops_start_up_naming_the_key() {
+    let dir = tempdir();
+    let garbage = dir.join("garbage-ca.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let missing = dir.join("missing-ca.pem");
+    for path in [&missing, &garbage] {
+        let out = output_within(
+            Command::new(BIN)
+                .current_dir(&dir)
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--upstream",
+                    "https://127.0.0.1:9",
+                ])
+                .arg("--upstream-ca-file")
+                .arg(path),
+            10,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", path.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("upstream.ca_file"), "{stderr}");
+        assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    }
+
+    let ca = rcgen::generate_simple_self_signed(["private-ca".to_owned()]).unwrap();
+    let good = dir.join("ca.pem");
+    std::fs::write(&good, ca.cert.pem()).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["--check-config", "--upstream", "https://memu.example"])
+        .arg("--upstream-ca-file")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
+    assert_eq!(printed.upstream.url, "https://memu.example");
+    assert_eq!(printed.upstream.ca_file, Some(good.display().to_string()));
 }
 
 #[test]

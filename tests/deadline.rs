@@ -1,5 +1,6 @@
-//! The hard upstream deadline and the fallback: reads always get a parseable answer fast; writes
-//! and pass-through routes get honest 504/502 errors, never a faked success.
+//! The hard upstream deadlines and the fallback: reads always get a parseable answer fast; writes
+//! and pass-through routes get honest 504/502 errors, never a faked success. Writes have their own,
+//! longer deadline (`upstream.write_timeout_ms`), so a slow memorize is not cut at the read one.
 
 mod support;
 
@@ -138,27 +139,63 @@ async fn waiters_on_a_slow_fetch_each_get_the_fallback_at_their_deadline() {
 }
 
 #[tokio::test]
-async fn slow_writes_get_504_and_are_not_faked() {
+async fn writes_past_their_own_deadline_get_504_and_are_not_faked() {
     let memu = MemU::start().await;
     memu.set_latency(Duration::from_secs(3));
-    let proxy = slow_proxy(&memu).await;
+    let proxy = Proxy::start(&memu.url(), |s| {
+        s.upstream.timeout_ms = 2_000;
+        s.upstream.write_timeout_ms = TIMEOUT_MS;
+    })
+    .await;
     let started = Instant::now();
     let reply = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "hello")).await;
-    assert!(started.elapsed() < deadline() + MARGIN);
+    let took = started.elapsed();
+    assert!(took >= deadline() && took < deadline() + MARGIN, "{took:?}");
     assert_eq!(reply.status, 504);
-    assert!(
-        reply.json()["detail"]
-            .as_str()
-            .unwrap()
-            .contains("did not answer"),
-        "{}",
-        reply.text()
+    assert_eq!(
+        reply.json()["detail"],
+        format!("memU did not answer within {TIMEOUT_MS} ms"),
+        "the write's own deadline, not the read one"
     );
     assert!(reply.json().get("task_id").is_none());
     assert_eq!(
         memu.hits("memorize"),
         1,
         "forwarded exactly once, never retried"
+    );
+}
+
+#[tokio::test]
+async fn a_write_is_not_cut_at_the_read_deadline_but_a_read_is() {
+    let slow = |_: &Seen| Duration::from_millis(1_500);
+    let memu = MemU::builder()
+        .route_latency("memorize", slow)
+        .route_latency("related-memory-items", slow)
+        .start()
+        .await;
+    let proxy = Proxy::start(&memu.url(), |s| {
+        s.upstream.timeout_ms = 500;
+        s.upstream.write_timeout_ms = 5_000;
+    })
+    .await;
+
+    let started = Instant::now();
+    let write = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "hello")).await;
+    let took = started.elapsed();
+    assert_eq!(write.status, 200, "{}", write.text());
+    assert!(write.json()["task_id"].is_string(), "{}", write.text());
+    assert!(took >= Duration::from_millis(1_500), "{took:?}");
+    assert_eq!(memu.hits("memorize"), 1, "forwarded once, never retried");
+
+    let started = Instant::now();
+    let read = post(&proxy.url(RELATED), &related_body("u", Some("a"), "hi")).await;
+    let took = started.elapsed();
+    assert_eq!(read.status, 200);
+    assert_eq!(read.cache_status(), "memu-proxy; fwd=miss; detail=timeout");
+    let read_deadline = Duration::from_millis(500);
+    assert!(
+        took >= read_deadline && took < read_deadline + MARGIN,
+        "{took:?}"
     );
 }
 

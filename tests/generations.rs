@@ -1088,14 +1088,13 @@ async fn prewarm_fills_each_generations_keys_before_the_app_asks() {
     }
 }
 
-// ---- A proxy bug, left failing (ignored) for src/'s owners -------------------------------------
+// ---- Writes and memu-sdk's retries -----------------------------------------------------------
 
 /// memu-sdk retries POST memorize on every 5xx and on 429, 3 attempts in all (memu-api-next.md
-/// §3.6). When the proxy gives up on a memorize that memU already received, answering 5xx makes
-/// the SDK send it twice more: three tasks, the memory stored three times (§7.6). The proxy
-/// answers 504, at the same deadline as reads (`upstream.timeout_ms`, 2 s by default).
+/// §3.6). Were the proxy to give up on a memorize that memU already received (at the read
+/// deadline, `upstream.timeout_ms`) and answer 504, the SDK would send it twice more: three tasks,
+/// the memory stored three times (§7.6). Writes wait up to `upstream.write_timeout_ms` instead.
 #[tokio::test]
-#[ignore = "proxy bug: a v3 memorize memU received but answered late gets 504, which memu-sdk retries"]
 async fn a_v3_memorize_memu_received_is_not_answered_with_a_status_memu_sdk_retries() {
     let memu = MemU::start().await;
     // memU registers the task on arrival; its answer arrives late.

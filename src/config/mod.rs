@@ -6,12 +6,13 @@
 //! reporting *every* bad key at once. Nothing here binds a port or touches the network.
 //!
 //! Layout: [`Settings`], [`Config`] and the file handling are here; each `[section]`'s settings
-//! struct, defaults, checks and typed config sit together in `sections.rs`; [`Problem`] and the
-//! collector the sections report into are in `problems.rs`. [`Settings::validate`] asks each
-//! section in file order and adds the checks that span sections.
+//! struct, defaults, checks and typed config sit together in `sections.rs` (`[upstream]` in
+//! `upstream.rs`); [`Problem`] and the collector the sections report into are in `problems.rs`.
+//! [`Settings::validate`] asks each section in file order and adds the checks that span sections.
 
 mod problems;
 mod sections;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,8 +24,9 @@ pub use problems::Problem;
 use problems::Problems;
 pub use sections::{
     CacheConfig, CacheSettings, CircuitConfig, CircuitSettings, CompatSettings, LatencyConfig,
-    LatencySettings, ServerSettings, UpstreamConfig, UpstreamSettings,
+    LatencySettings, ServerSettings,
 };
+pub use upstream::{UpstreamConfig, UpstreamSettings};
 
 /// The file format of `proxy.toml`, and the effective configuration printed by `--check-config`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,6 +145,7 @@ mod tests {
         assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:8000");
         assert_eq!(config.upstream.base_path, "");
         assert_eq!(config.upstream.timeout, Duration::from_millis(2000));
+        assert_eq!(config.upstream.write_timeout, Duration::from_secs(30));
         assert_eq!(config.cache.ttl, Duration::from_secs(300));
         assert_eq!(config.max_body_bytes, 1024 * 1024);
     }
@@ -151,7 +154,7 @@ mod tests {
     fn every_bad_value_is_reported_by_key() {
         let mut s = Settings::default();
         s.server.listen = "nope".into();
-        s.upstream.url = "https://x".into();
+        s.upstream.url = "ftp://x".into();
         s.upstream.timeout_ms = 0;
         s.cache.ttl_secs = 0;
         s.cache.stale_if_error_secs = u64::MAX;
@@ -192,8 +195,17 @@ mod tests {
                 s.server.shutdown_grace_ms = YEAR_MS + 1000
             }),
             ("upstream.url", |s| s.upstream.url = "http://h/?q=1".into()),
+            ("upstream.ca_file", |s| {
+                s.upstream.ca_file = Some("/nonexistent/memu-ca.pem".into())
+            }),
             ("upstream.timeout_ms", |s| s.upstream.timeout_ms = 0),
             ("upstream.timeout_ms", |s| s.upstream.timeout_ms = 600_001),
+            ("upstream.write_timeout_ms", |s| {
+                s.upstream.write_timeout_ms = 0
+            }),
+            ("upstream.write_timeout_ms", |s| {
+                s.upstream.write_timeout_ms = 600_001
+            }),
             ("upstream.max_response_bytes", |s| {
                 s.upstream.max_response_bytes = 0
             }),
@@ -241,7 +253,9 @@ mod tests {
         s.server.max_body_bytes = 0;
         s.server.shutdown_grace_ms = u64::MAX;
         s.upstream.url = "ftp://x".into();
+        s.upstream.ca_file = Some("/nonexistent/memu-ca.pem".into());
         s.upstream.timeout_ms = 0;
+        s.upstream.write_timeout_ms = 0;
         s.upstream.max_response_bytes = 0;
         s.upstream.pool_idle_timeout_secs = u64::MAX;
         s.cache.ttl_secs = 0;
@@ -262,7 +276,9 @@ mod tests {
                 "server.max_body_bytes",
                 "server.shutdown_grace_ms",
                 "upstream.url",
+                "upstream.ca_file",
                 "upstream.timeout_ms",
+                "upstream.write_timeout_ms",
                 "upstream.max_response_bytes",
                 "upstream.pool_idle_timeout_secs",
                 "cache.ttl_secs",

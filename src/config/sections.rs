@@ -2,12 +2,11 @@
 //! defaults, the typed config it becomes, and the `validate` that checks its bounds and builds
 //! that config. A section's `validate` reports into the shared [`Problems`] and returns its config
 //! only when every value of the section is good; checks that span sections live in the parent.
+//! `[upstream]` has its own file (`upstream.rs`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-use http::Uri;
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
@@ -79,105 +78,6 @@ impl ServerSettings {
             _ => None,
         }
     }
-}
-
-/// `[upstream]`: the memU server the proxy forwards to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UpstreamSettings {
-    /// memU base URL; a path prefix (`http://h:8000/memu`) is kept.
-    pub url: String,
-    /// Hard deadline for one upstream exchange, in milliseconds.
-    pub timeout_ms: u64,
-    /// Largest upstream response the proxy buffers (cached reads, writes, task status).
-    pub max_response_bytes: u64,
-    /// Idle pooled connections are closed after this many seconds.
-    pub pool_idle_timeout_secs: u64,
-    /// Most idle pooled connections kept to memU.
-    pub pool_max_idle: usize,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        Self {
-            url: "http://127.0.0.1:8000".into(),
-            timeout_ms: 2_000,
-            max_response_bytes: 16 * 1024 * 1024,
-            pool_idle_timeout_secs: 90,
-            pool_max_idle: 64,
-        }
-    }
-}
-
-/// Where and how to reach memU.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub scheme: Scheme,
-    pub authority: Authority,
-    /// Path prefix without a trailing slash (`""` or `"/memu"`).
-    pub base_path: String,
-    pub timeout: Duration,
-    pub max_response_bytes: usize,
-    pub pool_idle_timeout: Duration,
-    pub pool_max_idle: usize,
-}
-
-impl UpstreamSettings {
-    pub(super) fn validate(&self, problems: &mut Problems) -> Option<UpstreamConfig> {
-        let before = problems.len();
-        let url = parse_upstream_url(&self.url);
-        if let Err(message) = &url {
-            problems.push("upstream.url", message.as_str());
-        }
-        problems.check(
-            (1..=600_000).contains(&self.timeout_ms),
-            "upstream.timeout_ms",
-            "must be between 1 and 600000",
-        );
-        problems.greater_than_0(self.max_response_bytes, "upstream.max_response_bytes");
-        problems.at_most_a_year(
-            self.pool_idle_timeout_secs,
-            "upstream.pool_idle_timeout_secs",
-        );
-        match url {
-            Ok((scheme, authority, base_path)) if problems.len() == before => {
-                Some(UpstreamConfig {
-                    scheme,
-                    authority,
-                    base_path,
-                    timeout: Duration::from_millis(self.timeout_ms),
-                    max_response_bytes: usize::try_from(self.max_response_bytes)
-                        .unwrap_or(usize::MAX),
-                    pool_idle_timeout: Duration::from_secs(self.pool_idle_timeout_secs),
-                    pool_max_idle: self.pool_max_idle,
-                })
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Splits `http://host:port/prefix` into scheme, authority and a prefix without trailing slash.
-fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority, String), String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    let scheme = uri
-        .scheme()
-        .cloned()
-        .ok_or_else(|| format!("`{url}` has no scheme"))?;
-    if scheme != Scheme::HTTP {
-        return Err(format!("`{url}`: only http:// upstreams are supported"));
-    }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("`{url}` has no host"))?;
-    if uri.query().is_some() {
-        return Err(format!("`{url}` must not have a query string"));
-    }
-    let base_path = uri.path().trim_end_matches('/').to_owned();
-    Ok((scheme, authority, base_path))
 }
 
 /// `[cache]`: the retrieval cache.
@@ -365,22 +265,4 @@ pub struct CompatSettings {
     /// Fill null `created_at`/`updated_at` in retrieval answers from `happened_at`, so the
     /// official SDK parses the self-hosted server's non-empty answers.
     pub fill_null_timestamps: bool,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_prefix_is_kept_without_trailing_slash() {
-        for (url, prefix) in [
-            ("http://h:8000", ""),
-            ("http://h:8000/", ""),
-            ("http://h:8000/memu", "/memu"),
-            ("http://h:8000/memu/", "/memu"),
-        ] {
-            let (_, _, base) = parse_upstream_url(url).unwrap();
-            assert_eq!(base, prefix, "{url}");
-        }
-    }
 }

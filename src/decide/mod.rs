@@ -49,6 +49,7 @@ pub fn judge(result: Result<Buffered, UpstreamError>, route: ReadRoute) -> Judge
     match result {
         Err(UpstreamError::Timeout(_)) => Judgement::Fallback(FallbackReason::Timeout),
         Err(UpstreamError::Connect(_)) => Judgement::Fallback(FallbackReason::Connect),
+        Err(UpstreamError::Tls(_)) => Judgement::Fallback(FallbackReason::Tls),
         Err(
             UpstreamError::Exchange(_)
             | UpstreamError::TooLarge(_)

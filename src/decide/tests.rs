@@ -1,6 +1,7 @@
 //! The decisions, table-tested: judgement, shapes, repairs, admission, what a waiter answers.
 
 use super::*;
+use crate::tls::TlsRejection;
 use crate::routes::table;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -58,6 +59,13 @@ fn judgement_table() {
         (
             Err(UpstreamError::Timeout(Duration::from_secs(2))),
             Some(F::Timeout),
+            false,
+        ),
+        (
+            Err(UpstreamError::Tls(TlsRejection::Certificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))),
+            Some(F::Tls),
             false,
         ),
         (

@@ -6,7 +6,9 @@
 //! older answer, and again after a successful answer, so a read fetched while memU was applying
 //! the write is not admitted as fresh. An asynchronous write's task id (where its row says) is
 //! remembered, so a later status poll reporting success invalidates once more (`tasks.rs`).
-//! Failures are reported honestly: 504 on the deadline, 502 when memU is unreachable.
+//! Failures are reported honestly: 504 on the deadline, 502 when memU is unreachable. Writes have
+//! their own, longer deadline (`upstream.write_timeout_ms`): the SDK retries a memorize answered
+//! 504, so cutting one short while memU is still applying it would store it twice.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use serde_json::Value;
 use crate::body::ProxyBody;
 use crate::cache::{request_tenant, write_targets};
 use crate::error::ProxyError;
-use crate::exchange::{deadline, forward_buffered, read_body};
+use crate::exchange::{forward_buffered, read_body, write_deadline};
 use crate::metrics::InvalidationCause;
 use crate::outcome::{Handled, Outcome, RouteClassLabel};
 use crate::respond::forwarded;
@@ -35,8 +37,8 @@ pub async fn handle(
     let targets: Arc<[_]> = write_targets(route, request_tenant(&parts.headers), &body).into();
     state.invalidate_all(&targets, InvalidationCause::Write);
 
-    let exchanged =
-        forward_buffered(state, &parts, body, RouteClassLabel::Write, deadline(state)).await;
+    let deadline = write_deadline(state);
+    let exchanged = forward_buffered(state, &parts, body, RouteClassLabel::Write, deadline).await;
     let answer = exchanged.result?;
 
     if answer.status.is_success() && !targets.is_empty() {

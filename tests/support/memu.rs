@@ -18,8 +18,9 @@
 //!
 //! Start one with [`MemU::start`] (no latency, every request recorded) or configure it first with
 //! [`MemU::builder`]: a latency per route computed from each request, and whether to record
-//! requests at all (a benchmark sending millions must not keep them). This file routes, counts,
-//! delays and records; the answers themselves are in `memu/answers.rs`.
+//! requests at all (a benchmark sending millions must not keep them), and whether to serve over
+//! TLS ([`MemUBuilder::tls`], the TLS side in `tls.rs`). This file routes, counts, delays and
+//! records; the answers themselves are in `memu/answers.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -39,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::own_thread::OwnThread;
+use super::tls::{TestCa, TlsServer};
 
 mod answers;
 mod server;
@@ -148,6 +150,8 @@ struct State {
     seen: Option<Mutex<Vec<Seen>>>,
     /// Released by the test to let the SSE chat stream send its next event.
     chat_step: Notify,
+    /// Serving over TLS when set.
+    tls: Option<TlsServer>,
 }
 
 struct Task {
@@ -163,9 +167,16 @@ pub struct MemUBuilder {
     latency: Option<Latency>,
     route_latency: HashMap<&'static str, Latency>,
     record_requests: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl MemUBuilder {
+    /// Serve over TLS with a certificate for `localhost` and 127.0.0.1 signed by `ca`.
+    pub fn tls(mut self, ca: &TestCa) -> Self {
+        self.tls = Some(ca.server_config());
+        self
+    }
+
     /// Every route without its own latency answers after `latency(request)`.
     pub fn latency(mut self, latency: impl Fn(&Seen) -> Duration + Send + Sync + 'static) -> Self {
         self.latency = Some(Arc::new(latency));
@@ -218,6 +229,7 @@ impl MemUBuilder {
             tasks: Mutex::default(),
             seen: self.record_requests.then(Mutex::default),
             chat_step: Notify::new(),
+            tls: self.tls.map(TlsServer::new),
         });
         tokio::spawn(serve(listener, Arc::clone(&state)));
         MemU { addr, state }
@@ -245,6 +257,7 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         let _ = stream.set_nodelay(true);
         state.connections.fetch_add(1, Ordering::SeqCst);
         let state = Arc::clone(&state);
+        let tls_state = Arc::clone(&state);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
@@ -252,9 +265,21 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
             });
             let mut builder = ConnBuilder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new());
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = match &tls_state.tls {
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(tls) => match tls.accept(stream).await {
+                    Some(stream) => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    None => return,
+                },
+            };
         });
     }
 }
@@ -274,6 +299,7 @@ impl MemU {
             latency: None,
             route_latency: HashMap::new(),
             record_requests: true,
+            tls: None,
         }
     }
 
@@ -282,8 +308,20 @@ impl MemU {
         MemU::builder().start().await
     }
 
+    /// `http://127.0.0.1:port`, or `https://` when serving over TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The TLS side's handshake counts; panics unless started with [`MemUBuilder::tls`].
+    pub fn tls(&self) -> &TlsServer {
+        let tls = self.state.tls.as_ref();
+        tls.expect("this stand-in was started without .tls(..)")
     }
 
     /// Requests received on the route named `route` (e.g. "related-memory-items", "v4 list"; the

@@ -7,6 +7,7 @@
 pub mod memu;
 pub mod own_thread;
 pub mod stats;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
