@@ -1,8 +1,8 @@
 //! The decisions, table-tested: judgement, shapes, repairs, admission, what a waiter answers.
 
 use super::*;
-use crate::tls::TlsRejection;
 use crate::routes::table;
+use crate::tls::TlsRejection;
 use bytes::Bytes;
 use http::HeaderMap;
 
