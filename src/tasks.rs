@@ -23,11 +23,14 @@ use crate::outcome::RouteClassLabel;
 use crate::routes::{field, TaskSpec};
 use crate::state::{State, TrackedTask};
 
-/// How often the proxy polls a memorize task it forwarded.
-pub const POLL_EVERY: Duration = Duration::from_millis(500);
-/// How long it keeps polling before leaving the task to the TTL (memorize with a real LLM can take
-/// tens of seconds).
-pub const POLL_FOR: Duration = Duration::from_secs(180);
+/// The first wait before polling a memorize task the proxy forwarded; each later wait doubles, up
+/// to [`POLL_EVERY_AT_MOST`] (on the cloud every poll is a request on the customer's API key).
+pub const POLL_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two polls.
+pub const POLL_EVERY_AT_MOST: Duration = Duration::from_secs(10);
+/// How long it keeps polling before leaving the task to the TTL: memorize with a real LLM takes
+/// tens of seconds, memU-server's Temporal activity may run up to 10 minutes.
+pub const POLL_FOR: Duration = Duration::from_secs(600);
 
 /// Remembers a memorize task and starts polling it.
 pub fn track(
@@ -90,8 +93,10 @@ fn outcome(spec: &TaskSpec, body: &[u8]) -> Option<bool> {
 
 async fn poll(state: &State, task_id: &str, status: &request::Parts) {
     let give_up = Instant::now() + POLL_FOR;
+    let mut wait = POLL_FIRST;
     while Instant::now() < give_up && state.tasks.contains_key(task_id) {
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(POLL_EVERY_AT_MOST);
         let exchanged = forward_buffered(
             state,
             status,

@@ -137,6 +137,10 @@ fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority, String), String> 
         .authority()
         .cloned()
         .ok_or_else(|| format!("`{url}` has no host"))?;
+    if authority.as_str().contains('@') {
+        // It would travel as the `Host` header: credentials belong in `Authorization`.
+        return Err(format!("`{url}` must not carry user:password@"));
+    }
     if uri.query().is_some() {
         return Err(format!("`{url}` must not have a query string"));
     }
@@ -206,7 +210,12 @@ mod tests {
         assert_eq!(scheme, Scheme::HTTPS);
         assert_eq!(authority.as_str(), "api.memu.so");
         assert_eq!(base, "/memu");
-        for url in ["ftp://h", "ws://h:1", "h:8000"] {
+        for url in [
+            "ftp://h",
+            "ws://h:1",
+            "h:8000",
+            "https://user:pw@api.memu.so",
+        ] {
             assert!(parse_upstream_url(url).is_err(), "{url}");
         }
     }
