@@ -5,6 +5,11 @@ memU 0.1.8 server (``memu``) and a default proxy in front of it (``proxy``). Tes
 freeze or reconfigure something build their own with ``make_memu`` / ``make_proxy``; those are
 torn down at the end of the test, pass or fail. Every test works on fresh user ids (``uid``), so
 the shared cache and memory directory never couple tests.
+
+For the https upstreams: ``test_ca`` (a trustme CA made for this run, whose ``ca_file`` the proxy
+is given with ``--upstream-ca-file``), ``server_cert`` (signed by it, valid for 127.0.0.1 and
+localhost) and ``other_ca`` (a second CA that signed nothing the servers present). trustme is
+imported only by those fixtures, so venvs without it (memu-py 0.2.2) still load this file.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from tls import ServerCert, TestCA
 
 from openai_stub import OpenAIStub, embed
 from support import KEY_A, PROCESSES, MemuServer, Proxy, ResponseLog, SdkClient, proxy_settings
@@ -102,6 +110,28 @@ def proxy(proxy_bin: Path, memu: MemuServer, tmp_path_factory: pytest.TempPathFa
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> "TestCA":
+    """The CA of this run: it signs ``server_cert``; the proxy trusts it via ``--upstream-ca-file``."""
+    from tls import TestCA
+
+    return TestCA(tmp_path_factory.mktemp("test-ca"))
+
+
+@pytest.fixture(scope="session")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> "TestCA":
+    """Another CA, which signed nothing any server presents (the "wrong CA" scenarios)."""
+    from tls import TestCA
+
+    return TestCA(tmp_path_factory.mktemp("other-ca"))
+
+
+@pytest.fixture(scope="session")
+def server_cert(test_ca: "TestCA") -> "ServerCert":
+    """A server certificate for 127.0.0.1 and localhost, signed by ``test_ca``."""
+    return test_ca.issue_server_cert()
+
+
 @pytest.fixture
 def make_memu(memu_server_bin: Path, stub: OpenAIStub, tmp_path: Path) -> Iterator[Callable[[], MemuServer]]:
     """A factory of private memU servers (for tests that stop, freeze or restart memU)."""
@@ -121,11 +151,17 @@ def make_memu(memu_server_bin: Path, stub: OpenAIStub, tmp_path: Path) -> Iterat
 
 @pytest.fixture
 def make_proxy(proxy_bin: Path, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
-    """A factory of private proxies: ``make_proxy(upstream, timeout_ms=2000, extra={table: {key: v}})``."""
+    """A factory of private proxies:
+    ``make_proxy(upstream, timeout_ms=2000, extra={table: {key: v}}, args=[extra CLI args])``."""
     proxies: list[Proxy] = []
 
-    def make(upstream: str, timeout_ms: int = 2000, extra: dict[str, dict[str, Any]] | None = None) -> Proxy:
-        server = Proxy(proxy_bin, upstream, tmp_path, proxy_settings(timeout_ms, extra))
+    def make(
+        upstream: str,
+        timeout_ms: int = 2000,
+        extra: dict[str, dict[str, Any]] | None = None,
+        args: list[str] | None = None,
+    ) -> Proxy:
+        server = Proxy(proxy_bin, upstream, tmp_path, proxy_settings(timeout_ms, extra), args)
         proxies.append(server)
         return server.start()
 

@@ -13,14 +13,18 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import httpx
+
+if TYPE_CHECKING:
+    from tls import ServerCert
 
 HOST = "127.0.0.1"
 KEY_A = "sk-e2e-tenant-a"  # the API key SDK clients use unless a test says otherwise
@@ -159,8 +163,8 @@ def _kill_leftovers() -> None:
         process.signal(signal.SIGKILL)
 
 
-def http_status(url: str, timeout: float = 1.0) -> int:
-    return httpx.get(url, timeout=timeout).status_code
+def http_status(url: str, timeout: float = 1.0, verify: ssl.SSLContext | bool = True) -> int:
+    return httpx.get(url, timeout=timeout, verify=verify).status_code
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,14 +185,26 @@ class Memory:
 
 
 class MemuServer:
-    """The real ``memu-server`` from the venv, on a fixed port for its whole life (restartable)."""
+    """The real ``memu-server`` from the venv, on a fixed port for its whole life (restartable).
+
+    With ``tls`` it serves https: its FastAPI app (``memu.server.main:app``, what ``memu-server
+    start`` runs) under uvicorn with ``--ssl-certfile``/``--ssl-keyfile``, same environment, same
+    access log; ``verify`` is what the health check trusts (the test CA's context).
+    """
 
     def __init__(
-        self, memu_server_bin: Path, openai_base_url: str, workdir: Path, embed: Callable[[str], list[float]]
+        self,
+        memu_server_bin: Path,
+        openai_base_url: str,
+        workdir: Path,
+        embed: Callable[[str], list[float]],
+        tls: "ServerCert | None" = None,
+        verify: ssl.SSLContext | bool = True,
     ):
         self.port = free_port()
         self.memory_dir = workdir / "memory"
         self.embed = embed
+        self.tls, self.verify = tls, verify
         cwd = workdir / "cwd"  # the CLI calls load_dotenv() in its working directory: keep it empty
         cwd.mkdir(parents=True, exist_ok=True)
         env = clean_env(
@@ -200,13 +216,18 @@ class MemuServer:
             OPENAI_API_KEY="sk-local",
             OPENAI_BASE_URL=openai_base_url,
         )
-        self.process = ManagedProcess(
-            "memu-server", [str(memu_server_bin), "start"], env=env, cwd=cwd, log_path=workdir / "memu.log"
-        )
+        argv = [str(memu_server_bin), "start"]
+        if tls is not None:
+            self.memory_dir.mkdir(parents=True, exist_ok=True)  # what `memu-server start` does first
+            python = memu_server_bin.parent / "python"  # the venv of the console script
+            argv = [str(python), "-m", "uvicorn", "memu.server.main:app", "--host", HOST, "--port"]
+            argv += [str(self.port), "--log-level", "info"]
+            argv += ["--ssl-certfile", str(tls.cert_chain), "--ssl-keyfile", str(tls.key)]
+        self.process = ManagedProcess("memu-server", argv, env=env, cwd=cwd, log_path=workdir / "memu.log")
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> "MemuServer":
         """Starts memU and waits until ``GET /health`` answers 200."""
@@ -214,7 +235,7 @@ class MemuServer:
 
         def healthy() -> bool:
             self.process.ensure_alive()
-            return http_status(f"{self.url}/health") == 200
+            return http_status(f"{self.url}/health", verify=self.verify) == 200
 
         wait_until(healthy, timeout=timeout, what=f"memU /health on {self.url}")
         return self
@@ -341,9 +362,17 @@ def check_config(binary: Path, config_path: Path) -> subprocess.CompletedProcess
 
 
 class Proxy:
-    """The memu-proxy binary in front of ``upstream``, configured by a ``proxy.toml`` of its own."""
+    """The memu-proxy binary in front of ``upstream``, configured by a ``proxy.toml`` of its own
+    plus any extra command-line ``args`` (e.g. ``["--upstream-ca-file", path]``)."""
 
-    def __init__(self, binary: Path, upstream: str, workdir: Path, settings: dict[str, dict[str, Any]]):
+    def __init__(
+        self,
+        binary: Path,
+        upstream: str,
+        workdir: Path,
+        settings: dict[str, dict[str, Any]],
+        args: list[str] | None = None,
+    ):
         self.port = free_port()
         self.config_path = workdir / f"proxy-{self.port}.toml"
         self.config_path.write_text(render_toml(settings))
@@ -355,6 +384,7 @@ class Proxy:
             upstream,
             "--config",
             str(self.config_path),
+            *(args or []),
         ]
         env = clean_env(RUST_LOG="info", NO_COLOR="1")
         self.process = ManagedProcess(
