@@ -120,6 +120,7 @@ def test_retrieve_string_query_miss_then_hit(v3: V3StandIn, sdk: Sdk) -> None:
     assert first.headers["cache-status"] == MISS_STORED
     assert v3.count("retrieve") == 1
     assert_forwarded(v3, "retrieve", RETRIEVE_STRING)
+    assert v3.url.startswith("https://") and v3.tls_handshakes >= 1  # the proxy spoke TLS to it
 
     second = sdk.post("retrieve", RETRIEVE_STRING)
     assert second.headers["cache-status"] == HIT
@@ -251,5 +252,6 @@ def test_wrong_ca_reads_fall_back_and_memorize_gets_502(
         assert "certificate" in memorized.json()["detail"].lower(), memorized.text
     finally:
         client.close()
-    assert v3.count() == 0
-    wait_until(lambda: v3.tls_failures, timeout=5, what="the stand-in seeing the proxy's handshakes fail")
+    assert v3.count() == 0 and v3.tls_handshakes == 0
+    failures = wait_until(lambda: v3.tls_failures, timeout=5, what="the stand-in seeing failed handshakes")
+    assert all("UNKNOWN_CA" in failure for failure in failures), failures  # the proxy's alert

@@ -167,6 +167,7 @@ def test_list_is_cached_after_one_upstream_request(v4: V4StandIn, cli: Callable[
     assert v4.count("list") == 1
     assert v4.seen[-1].target == "/api/v4/memory?user_id=default&agent_id=default"
     assert v4.seen[-1].headers["authorization"] == f"Bearer {KEY_A}"
+    assert v4.url.startswith("https://") and v4.tls_handshakes >= 1  # the proxy spoke TLS to it
 
     second = client.list()
     assert client.cache_status == HIT
@@ -284,7 +285,8 @@ def test_wrong_ca_reads_fall_back_and_writes_fail(
     client raises; no route handler of the stand-in saw a request (the proxy abandoned each TLS
     handshake), and the proxy's 502 says why."""
     v4.put(KEY_A, recall_file("tea", "Prefers oolong tea"))
-    # Six upstream attempts below: keep the circuit breaker (5 by default) from answering instead.
+    # Six upstream attempts below: whether or not a rejected certificate counts towards the circuit
+    # breaker (5 failures by default), this test is about the answers to the TLS failure itself.
     circuit = {"circuit": {"failure_threshold": 10}}
     proxy = make_proxy(v4.url, extra=circuit, args=["--upstream-ca-file", str(other_ca.ca_file)])
     client = Cli(f"{proxy.url}/api/v4/memory/", KEY_A)
@@ -306,5 +308,6 @@ def test_wrong_ca_reads_fall_back_and_writes_fail(
     )
     assert direct.status_code == 502
     assert "certificate" in direct.json()["detail"].lower(), direct.text
-    assert v4.count() == 0
-    wait_until(lambda: v4.tls_failures, timeout=5, what="the stand-in seeing the proxy's handshakes fail")
+    assert v4.count() == 0 and v4.tls_handshakes == 0
+    failures = wait_until(lambda: v4.tls_failures, timeout=5, what="the stand-in seeing failed handshakes")
+    assert all("UNKNOWN_CA" in failure for failure in failures), failures  # the proxy's alert
