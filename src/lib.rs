@@ -32,7 +32,7 @@
 //! | [`fallback`] | the empty answers the SDK parses (pure) |
 //! | [`config`] | `proxy.toml` and flags → validated [`config::Config`] |
 //! | [`headers`] | `Cache-Status`, `Server-Timing`, `Cache-Control`, budget header (pure) |
-//! | [`routes`] | memU route classes (pure) |
+//! | [`routes`] | the route table of every memU generation, as data, and classification (pure) |
 //! | [`body`] | the body types shared by server and client |
 #![forbid(unsafe_code)]
 
