@@ -20,6 +20,8 @@ pub enum ProxyError {
     BodyTooLarge { limit: usize },
     #[error("could not read the request body")]
     BodyRead(#[source] BoxError),
+    #[error("the request body did not arrive within {} ms", .0.as_millis())]
+    SlowUpload(std::time::Duration),
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(#[source] http::Error),
     #[error(transparent)]
@@ -53,6 +55,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::InvalidPrewarm(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ProxyError::SlowUpload(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::Upstream(e) => match e {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -61,6 +64,8 @@ impl ProxyError {
                 | UpstreamError::Exchange(_)
                 | UpstreamError::TooLarge(_) => StatusCode::BAD_GATEWAY,
                 UpstreamError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+                UpstreamError::SlowUpload(_) => StatusCode::REQUEST_TIMEOUT,
                 UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
@@ -97,6 +102,7 @@ mod tests {
         let cases = [
             (ProxyError::BodyTooLarge { limit: 1 }, 413),
             (ProxyError::BodyRead(io()), 400),
+            (ProxyError::SlowUpload(Duration::from_secs(2)), 408),
             (InvalidBudget.into(), 400),
             (PrewarmError::MinSimilarity.into(), 422),
             (PrewarmError::TooManyQueries { max: 16 }.into(), 422),
@@ -112,6 +118,11 @@ mod tests {
             ),
             (UpstreamError::TooLarge(10).into(), 502),
             (UpstreamError::RequestTooLarge.into(), 413),
+            (UpstreamError::ClientBody(io()).into(), 400),
+            (
+                UpstreamError::SlowUpload(Duration::from_secs(2)).into(),
+                408,
+            ),
             (
                 UpstreamError::CircuitOpen(Duration::from_millis(1500)).into(),
                 503,

@@ -24,10 +24,17 @@ pub struct Exchanged {
     pub upstream: Duration,
 }
 
-/// Reads a whole request body. Its size is bounded by the `RequestBodyLimitLayer` around every
-/// handler (`stack.rs`) at `limit` bytes; crossing it is reported as 413, any other failure as 400.
-pub async fn read_body(body: ProxyBody, limit: usize) -> Result<Bytes, ProxyError> {
-    match body.collect().await {
+/// Reads a whole request body by `by`. Its size is bounded by the `RequestBodyLimitLayer` around
+/// every handler (`stack.rs`) at `limit` bytes; crossing it is reported as 413, a body still
+/// arriving at `by` as 408, any other failure (bad framing, an aborted upload) as 400.
+pub async fn read_body(body: ProxyBody, limit: usize, by: Instant) -> Result<Bytes, ProxyError> {
+    let started = Instant::now();
+    let Ok(collected) = tokio::time::timeout_at(by, body.collect()).await else {
+        return Err(ProxyError::SlowUpload(
+            by.saturating_duration_since(started),
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if is_length_limit(error.as_ref()) => Err(ProxyError::BodyTooLarge { limit }),
         Err(error) => Err(ProxyError::BodyRead(error)),

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use std::sync::Arc;
 
-use crate::body::{is_length_limit, BoxError, ProxyBody};
+use crate::body::{is_client_body_error, is_length_limit, BoxError, ClientBody, ProxyBody};
 use crate::circuit::{Circuit, Ticket};
 use crate::config::UpstreamConfig;
 use crate::headers::{strip_hop_by_hop, BUDGET_HEADER};
@@ -52,6 +52,14 @@ pub enum UpstreamError {
     RequestTooLarge,
     #[error("memU is failing: circuit open, not retried for {} ms", .0.as_millis())]
     CircuitOpen(Duration),
+    /// The client's request body failed while it was being forwarded (bad chunk framing, an
+    /// aborted upload): the client's fault, not memU's.
+    #[error("could not read the request body: {0}")]
+    ClientBody(#[source] BoxError),
+    /// The deadline passed while the client was still uploading its body: memU cannot answer a
+    /// request it has not received.
+    #[error("the request body did not arrive within {} ms", .0.as_millis())]
+    SlowUpload(Duration),
 }
 
 impl UpstreamError {
@@ -70,7 +78,9 @@ impl UpstreamError {
             UpstreamError::Tls(_)
             | UpstreamError::TooLarge(_)
             | UpstreamError::RequestTooLarge
-            | UpstreamError::CircuitOpen(_) => false,
+            | UpstreamError::CircuitOpen(_)
+            | UpstreamError::ClientBody(_)
+            | UpstreamError::SlowUpload(_) => false,
         }
     }
 }
@@ -206,9 +216,21 @@ impl Upstream {
             .circuit
             .try_pass()
             .map_err(UpstreamError::CircuitOpen)?;
+        // The client's body is streamed to memU: watch it, so its failures and slowness are told
+        // apart from memU's.
+        let (parts, body) = request.into_parts();
+        let body = ClientBody::new(body);
+        let uploaded = body.finished();
+        let request = Request::from_parts(parts, body.boxed_unsync());
         let result = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
-            .map_err(|_| UpstreamError::Timeout(self.timeout))
+            .map_err(|_| {
+                if uploaded.load(std::sync::atomic::Ordering::Acquire) {
+                    UpstreamError::Timeout(self.timeout)
+                } else {
+                    UpstreamError::SlowUpload(self.timeout)
+                }
+            })
             .and_then(|response| response.map_err(|e| self.classify(e)));
         if result.is_ok() {
             self.tls_health.answered();
@@ -294,6 +316,8 @@ impl Upstream {
             }
         } else if is_length_limit(&error) {
             UpstreamError::RequestTooLarge
+        } else if is_client_body_error(&error) {
+            UpstreamError::ClientBody(Box::new(error))
         } else {
             UpstreamError::Exchange(Box::new(error))
         }

@@ -53,7 +53,10 @@ pub fn judge(result: Result<Buffered, UpstreamError>, route: ReadRoute) -> Judge
         Err(
             UpstreamError::Exchange(_)
             | UpstreamError::TooLarge(_)
-            | UpstreamError::RequestTooLarge,
+            | UpstreamError::RequestTooLarge
+            // Not produced for reads (their bodies are read whole before forwarding).
+            | UpstreamError::ClientBody(_)
+            | UpstreamError::SlowUpload(_),
         ) => Judgement::Fallback(FallbackReason::UpstreamError),
         Err(UpstreamError::CircuitOpen(_)) => Judgement::Fallback(FallbackReason::CircuitOpen),
         Ok(answer) if answer.status.is_server_error() => {

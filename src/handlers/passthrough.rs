@@ -46,7 +46,7 @@ pub async fn task_status(
         return handle(state, request).await;
     }
     let (parts, body) = request.into_parts();
-    let body = read_body(body, state.max_body_bytes).await?;
+    let body = read_body(body, state.max_body_bytes, deadline(state)).await?;
     let exchanged = forward_buffered(
         state,
         &parts,

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::body::ProxyBody;
 use crate::cache::{request_key, Lookup};
 use crate::error::{PrewarmError, ProxyError};
-use crate::exchange::read_body;
+use crate::exchange::{deadline, read_body};
 use crate::fetch::start_background;
 use crate::outcome::Handled;
 use crate::respond::json;
@@ -182,7 +182,7 @@ pub async fn handle(
     request: Request<ProxyBody>,
 ) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(body, state.max_body_bytes).await?;
+    let body = read_body(body, state.max_body_bytes, deadline(state)).await?;
     let retrievals = parse(&body)?.retrievals();
     let fetches = retrievals.len();
     if state.cache_enabled {

@@ -39,7 +39,7 @@ pub async fn handle(
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let budget = request_budget(&parts.headers, state.budget, state.upstream.timeout())?;
-    let body = read_body(body, state.max_body_bytes).await?;
+    let body = read_body(body, state.max_body_bytes, deadline(state)).await?;
     // The hard deadline bounds memU's part, so it starts once the body is in; the budget is the
     // client's, so it counts from the request's arrival.
     let hard_deadline = deadline(state);

@@ -33,7 +33,7 @@ pub async fn handle(
     request: Request<ProxyBody>,
 ) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(body, state.max_body_bytes).await?;
+    let body = read_body(body, state.max_body_bytes, write_deadline(state)).await?;
     let targets: Arc<[_]> = write_targets(route, request_tenant(&parts.headers), &body).into();
     state.invalidate_all(&targets, InvalidationCause::Write);
 
