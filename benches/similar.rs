@@ -108,15 +108,15 @@ fn main() {
         stale_if_error: Duration::ZERO,
     };
     let store = Store::new(256 << 20, lifetimes);
-    let index = SimilarIndex::new(CACHED * 2);
+    let index = SimilarIndex::new(64 * 1024 * 1024);
     let now = tokio::time::Instant::now();
     for i in 0..CACHED {
         let k = key(&question(i));
         index.insert(&k);
         store.admit(
             k,
-            Bytes::from_static(b"{}"),
-            HeaderMap::new(),
+            &Bytes::from_static(b"{}"),
+            &HeaderMap::new(),
             generations,
             now,
         );

@@ -139,8 +139,8 @@ fn store(state: &State, (key, generations): &InflightKey, answer: &Buffered) -> 
     }
     state.store.admit(
         key.clone(),
-        answer.body.clone(),
-        answer.headers.clone(),
+        &answer.body,
+        &answer.headers,
         *generations,
         Instant::now(),
     );

@@ -78,7 +78,17 @@ impl State {
             stale_while_revalidate: config.cache.stale_while_revalidate,
             stale_if_error: config.cache.stale_if_error,
         };
-        let store = Arc::new(Store::new(config.cache.max_bytes, lifetimes));
+        // With near-duplicate hits on, their index takes an eighth of `cache.max_bytes` and the
+        // answers the rest: together they stay within the bound.
+        let similar_bytes = if config.cache.similarity_threshold > 0.0 {
+            config.cache.max_bytes / 8
+        } else {
+            0
+        };
+        let store = Arc::new(Store::new(
+            config.cache.max_bytes - similar_bytes,
+            lifetimes,
+        ));
         let scopes = Arc::new(Scopes::new(config.cache.max_scopes));
         let inflight = Arc::new(InflightFetches::default());
         registry.register_collector(Box::new(Arc::clone(&store)));
@@ -101,11 +111,9 @@ impl State {
             fetch_permits: Arc::new(Semaphore::new(config.latency.max_background_fetches)),
             background_reserve: config.latency.max_background_fetches / 4,
             circuit,
-            similar: (config.cache.similarity_threshold > 0.0).then(|| {
-                // One bucket per stored query at most: bounded like the store itself.
-                let buckets = usize::try_from(config.cache.max_bytes / 1024).unwrap_or(usize::MAX);
+            similar: (similar_bytes > 0).then(|| {
                 (
-                    SimilarIndex::new(buckets),
+                    SimilarIndex::new(similar_bytes),
                     config.cache.similarity_threshold,
                 )
             }),
@@ -158,8 +166,8 @@ mod tests {
         let generations = state.scopes.current(&key.scope);
         state.store.admit(
             key.clone(),
-            Bytes::from_static(b"{}"),
-            HeaderMap::new(),
+            &Bytes::from_static(b"{}"),
+            &HeaderMap::new(),
             generations,
             Instant::now(),
         );

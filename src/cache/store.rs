@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Unit;
@@ -137,17 +137,21 @@ impl Store {
 
     /// Stores an answer whose fetch started under `generations`. An answer that predates a write
     /// is stored all the same: its generations no longer match, so it is never a hit.
+    ///
+    /// The body and header values are copied into allocations of their own size: as hyper hands
+    /// them over they are slices of its read buffers, and keeping a slice keeps the whole buffer,
+    /// many times what the entry is weighed at.
     pub fn admit(
         &self,
         key: CacheKey,
-        body: Bytes,
-        headers: HeaderMap,
+        body: &Bytes,
+        headers: &HeaderMap,
         generations: Generations,
         now: Instant,
     ) {
         let entry = Entry {
-            body,
-            headers,
+            body: Bytes::copy_from_slice(body),
+            headers: compact(headers),
             generations,
             stored_at: now,
             fresh_until: now + self.lifetimes.ttl,
@@ -179,6 +183,17 @@ impl Store {
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
+}
+
+/// A copy of `headers` that shares no buffer with them.
+fn compact(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        owned.set_sensitive(value.is_sensitive());
+        copy.append(name.clone(), owned);
+    }
+    copy
 }
 
 impl std::fmt::Debug for Store {
@@ -252,8 +267,8 @@ mod tests {
     fn admit(store: &Store, n: usize, generations: Generations, now: Instant) {
         store.admit(
             key(n),
-            Bytes::from_static(b"{}"),
-            HeaderMap::new(),
+            &Bytes::from_static(b"{}"),
+            &HeaderMap::new(),
             generations,
             now,
         );
@@ -308,10 +323,33 @@ mod tests {
         let store = Store::new(max, lifetimes(300, 0, 0));
         let body = Bytes::from(vec![b'x'; 1000]);
         for n in 0..1000 {
-            store.admit(key(n), body.clone(), HeaderMap::new(), GEN, Instant::now());
+            store.admit(key(n), &body, &HeaderMap::new(), GEN, Instant::now());
             assert!(store.weight() <= max, "weight {} after {n}", store.weight());
         }
         assert!(store.evictions() > 0);
         assert!(store.len() < 1000);
+    }
+
+    #[test]
+    fn admitted_answers_share_no_buffer_with_what_they_were_cut_from() {
+        let store = Store::new(1 << 20, lifetimes(60, 0, 0));
+        // As hyper hands them over: slices of one large read buffer.
+        let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        let body = buffer.slice(0..100);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_maybe_shared(buffer.slice(100..116)).unwrap(),
+        );
+        store.admit(key(1), &body, &headers, GEN, Instant::now());
+        let Lookup::Fresh(entry) = store.lookup(&key(1), GEN, Instant::now()) else {
+            panic!("stored");
+        };
+        assert_eq!(entry.body, body);
+        assert!(!range.contains(&(entry.body.as_ptr() as usize)));
+        let value = &entry.headers["content-type"];
+        assert_eq!(value.as_bytes(), &buffer[100..116]);
+        assert!(!range.contains(&(value.as_bytes().as_ptr() as usize)));
     }
 }

@@ -1,17 +1,39 @@
 //! The near-duplicate index: (scope, route, parameters, content set) → the few cached queries
-//! that share them. Bounded: at most `capacity` buckets of at most [`BUCKET_CAPACITY`] queries.
+//! that share them. Bounded in bytes (a share of `cache.max_bytes`, weighed like the store's
+//! entries), with at most [`BUCKET_CAPACITY`] queries a bucket; keys longer than
+//! [`MAX_INDEXED_KEY_BYTES`] are not indexed at all (a spoken question is far shorter, and one
+//! client's long distinct queries must not grow memory).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use quick_cache::sync::Cache;
+use quick_cache::Weighter;
 
 use super::Shape;
 use crate::cache::key::CacheKey;
 
 /// Most cached queries remembered per (scope, route, parameters, content set).
 const BUCKET_CAPACITY: usize = 8;
+
+/// Keys (query, parameters, scope) longer than this are answered by exact matches only.
+pub const MAX_INDEXED_KEY_BYTES: usize = 2048;
+
+/// Per-candidate bookkeeping counted by the weigher (the `Arc`s, vectors, map slot).
+const CANDIDATE_OVERHEAD_BYTES: usize = 160;
+
+#[derive(Clone)]
+struct BucketWeighter;
+
+impl Weighter<u64, Arc<[Candidate]>> for BucketWeighter {
+    fn weight(&self, _: &u64, candidates: &Arc<[Candidate]>) -> u64 {
+        candidates
+            .iter()
+            .map(|c| c.key.heap_bytes() + c.shape.heap_bytes() + CANDIDATE_OVERHEAD_BYTES)
+            .sum::<usize>() as u64
+    }
+}
 
 /// One cached query that later near-duplicates may be answered from.
 #[derive(Debug, Clone)]
@@ -22,16 +44,25 @@ struct Candidate {
 
 /// The bounded near-duplicate index.
 pub struct SimilarIndex {
-    buckets: Cache<u64, Arc<[Candidate]>>,
+    buckets: Cache<u64, Arc<[Candidate]>, BucketWeighter>,
     hasher: RandomState,
 }
 
 impl SimilarIndex {
-    pub fn new(capacity: usize) -> Self {
+    /// An index holding at most `max_bytes`, as weighed.
+    pub fn new(max_bytes: u64) -> Self {
+        let estimated_buckets = usize::try_from(max_bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .max(16);
         Self {
-            buckets: Cache::new(capacity.max(16)),
+            buckets: Cache::with_weighter(estimated_buckets, max_bytes, BucketWeighter),
             hasher: RandomState::new(),
         }
+    }
+
+    /// Bytes held, as weighed.
+    pub fn weight(&self) -> u64 {
+        self.buckets.weight()
     }
 
     /// The bucket of `key` given its query's shape: every part of the key but the query text,
@@ -51,6 +82,9 @@ impl SimilarIndex {
         let Some(query) = key.query.as_deref() else {
             return;
         };
+        if key.heap_bytes() > MAX_INDEXED_KEY_BYTES {
+            return;
+        }
         let shape = Shape::of(query);
         let bucket = self.bucket(key, &shape);
         let mut candidates: Vec<Candidate> = self
@@ -125,7 +159,7 @@ mod tests {
 
     #[test]
     fn the_index_finds_near_duplicates_within_the_same_scope_and_parameters_only() {
-        let index = SimilarIndex::new(1000);
+        let index = SimilarIndex::new(1 << 20);
         index.insert(&key("今天天气怎么样"));
         assert_eq!(
             index.find(&key("今天天气怎么样呀"), 0.9),
@@ -155,11 +189,22 @@ mod tests {
     }
 
     #[test]
-    fn buckets_stay_bounded() {
-        let index = SimilarIndex::new(16);
-        for i in 0..1000 {
-            index.insert(&key(&format!("question number {i}")));
+    fn the_index_stays_within_its_bytes() {
+        let index = SimilarIndex::new(64 * 1024);
+        for i in 0..5000 {
+            index.insert(&key(&format!("question number {i} about my cat")));
         }
-        assert!(index.len() <= 16 * 2, "{}", index.len());
+        assert!(index.weight() <= 64 * 1024, "{}", index.weight());
+        assert!(index.len() > 10, "it holds what fits: {}", index.len());
+    }
+
+    #[test]
+    fn long_keys_are_not_indexed() {
+        let index = SimilarIndex::new(1 << 20);
+        let long = format!("tell me about {}", "cats and dogs ".repeat(200));
+        index.insert(&key(&long));
+        assert_eq!(index.len(), 0);
+        assert_eq!(index.weight(), 0);
+        assert!(index.find(&key(&format!("{long} please")), 0.5).is_empty());
     }
 }

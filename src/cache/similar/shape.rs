@@ -30,6 +30,12 @@ enum Class {
 }
 
 impl Shape {
+    /// Approximate heap size, for the index's byte weigher.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+        strings(&self.content) + strings(&self.sequence) + self.features.len() * 8
+    }
+
     /// Analyses a query already normalised by `normalize_query`.
     pub fn of(normalized: &str) -> Shape {
         let text = cjk_numerals_to_digits(normalized);
