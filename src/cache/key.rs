@@ -10,11 +10,15 @@
 //! sorted, percent-decoded parameters (absent is not equal to any value). Pure.
 
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::canonical::{canonical, canonical_fields};
 use super::normalize::normalize_query;
 use super::target::{request_tenant, take_scope, Scope, Tenant};
 use crate::routes::{ReadRoute, ScopeSource};
+
+/// Normalised queries longer than this are keyed by their SHA-256 digest.
+pub const MAX_QUERY_TEXT_BYTES: usize = 1024;
 
 /// The identity of one cacheable retrieval.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,7 +75,22 @@ pub fn read_key(
     let (query, raw_query) = match route.query {
         None => (None, None),
         Some(field) => match fields.remove(field.name) {
-            Some(Value::String(q)) => (Some(normalize_query(&q).into()), Some(q)),
+            Some(Value::String(q)) => {
+                let normalized = normalize_query(&q);
+                if normalized.len() <= MAX_QUERY_TEXT_BYTES {
+                    (Some(normalized.into()), Some(q))
+                } else {
+                    // Kept among the parameters as a digest: a long text is never worth its
+                    // bytes in every key, nor matched as a near-duplicate.
+                    let digest: String = Sha256::digest(normalized.as_bytes())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    let digest = format!("sha256:{digest}");
+                    fields.insert(field.name.to_owned(), Value::String(digest));
+                    (None, Some(q))
+                }
+            }
             // Kept among the parameters: keyed as the whole canonical list.
             Some(messages @ Value::Array(_)) if field.messages => {
                 fields.insert(field.name.to_owned(), Value::String(canonical(&messages)));
@@ -245,6 +264,27 @@ mod tests {
 
     fn keyed(row: &'static crate::routes::ReadRow, path: &str, body: &str) -> Option<CacheKey> {
         read_key(ReadRoute(row), path, None, body.as_bytes()).map(|r| r.key)
+    }
+
+    #[test]
+    fn long_queries_are_keyed_by_their_digest() {
+        let long = |tail: &str| {
+            format!(
+                r#"{{"user_id":"u","query":"{}{tail}"}}"#,
+                "Cats and dogs. ".repeat(100)
+            )
+        };
+        let a = key(&long("end"));
+        assert_eq!(a.query, None, "no text kept for a long query");
+        assert!(a.heap_bytes() < 200, "{}", a.heap_bytes());
+        assert_eq!(a, key(&long("END!")), "normalised before the digest");
+        assert_ne!(a, key(&long("other end")));
+        let read = read_key(RelatedMemoryItems, PATH, None, long("end").as_bytes()).unwrap();
+        assert!(
+            read.raw_query.unwrap().ends_with("end"),
+            "the fallback still echoes it"
+        );
+        assert_ne!(a, key(r#"{"user_id":"u","query":"sha256:0"}"#));
     }
 
     #[test]
