@@ -152,12 +152,22 @@ impl Circuit {
             (State::HalfOpen { .. }, true, true) => {
                 *state = State::Closed { failures: 0 };
                 self.closed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("memU answers again: circuit closed");
             }
-            (State::HalfOpen { .. }, true, false) => self.open(&mut state),
+            (State::HalfOpen { .. }, true, false) => {
+                // Still failing: no new WARN per probe, the opening was logged once.
+                tracing::debug!("circuit probe failed: open again");
+                self.open(&mut state);
+            }
             (State::Closed { failures }, false, true) => *failures = 0,
             (State::Closed { failures }, false, false) => {
                 *failures += 1;
                 if *failures >= self.threshold {
+                    tracing::warn!(
+                        failures = *failures,
+                        cool_down_ms = self.cool_down.as_millis() as u64,
+                        "memU is failing: circuit opened; reads answered stale or empty, writes 503"
+                    );
                     self.open(&mut state);
                 }
             }

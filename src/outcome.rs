@@ -27,11 +27,12 @@ pub enum RouteClassLabel {
 pub enum Outcome {
     /// Answered from the cache.
     Hit,
-    /// Forwarded to memU (cache miss, or a route the cache does not handle).
+    /// A cacheable read forwarded to memU: the cache had no usable answer.
     Miss,
     /// Waited on another request's identical upstream fetch.
     Coalesced,
-    /// Forwarded without using the cache (`no-store`, uncacheable body).
+    /// Forwarded without using the cache (`Cache-Status: fwd=bypass`): writes, task polls,
+    /// pass-through, and reads with `no-store` or an uncacheable body.
     Bypass,
     /// Answered with the empty fallback.
     Fallback,
@@ -82,6 +83,8 @@ pub struct Handled {
     pub outcome: Outcome,
     /// How long memU took, when it was asked.
     pub upstream: Option<Duration>,
+    /// Why a fallback or a stale answer was served (the `Cache-Status` detail), for the log.
+    pub detail: Option<&'static str>,
 }
 
 impl Handled {
@@ -91,6 +94,7 @@ impl Handled {
             response,
             outcome: Outcome::Local,
             upstream: None,
+            detail: None,
         }
     }
 }
@@ -101,6 +105,7 @@ pub struct RequestInfo {
     pub route_class: RouteClassLabel,
     pub outcome: Outcome,
     pub upstream: Option<Duration>,
+    pub detail: Option<&'static str>,
     pub method: Method,
     pub path: String,
 }

@@ -67,6 +67,7 @@ pub fn streamed(
         response,
         outcome,
         upstream: Some(upstream),
+        detail: None,
     }
 }
 
@@ -94,6 +95,7 @@ pub fn fetched(answer: &Buffered, stored: bool, upstream: Duration, how: Forward
             Outcome::Miss
         },
         upstream: Some(upstream),
+        detail: None,
     }
 }
 
@@ -132,6 +134,7 @@ pub fn hit(entry: &Entry, kind: HitKind) -> Handled {
         response,
         outcome,
         upstream: None,
+        detail,
     }
 }
 
@@ -159,6 +162,7 @@ pub fn fallback(
         response,
         outcome: Outcome::Fallback,
         upstream,
+        detail: Some(reason.as_str()),
     }
 }
 

@@ -3,11 +3,13 @@
 //! Outermost first:
 //! 1. `finish`: measures the whole request, appends `Server-Timing: proxy;dur=…`, makes sure
 //!    `Cache-Status` is present, records the request metrics and writes the one log line.
-//! 2. `CatchPanicLayer`: a bug in a handler becomes a 500 `{"detail": …}`, not a dropped connection.
-//! 3. `SetSensitiveRequestHeadersLayer`: `Authorization` is never printed by tracing.
-//! 4. `RequestBodyLimitLayer`: bodies over `server.max_body_bytes` get 413 (at once when
+//! 2. `SetRequestIdLayer` / `PropagateRequestIdLayer`: `x-request-id`, the client's or a new
+//!    UUID, on the request (so memU sees it too), the response and the log line.
+//! 3. `CatchPanicLayer`: a bug in a handler becomes a 500 `{"detail": …}`, not a dropped connection.
+//! 4. `SetSensitiveRequestHeadersLayer`: `Authorization` is never printed by tracing.
+//! 5. `RequestBodyLimitLayer`: bodies over `server.max_body_bytes` get 413 (at once when
 //!    `Content-Length` says so, else when the limit is crossed), without contacting memU.
-//! 5. Dispatch to one handler (`handlers/mod.rs`).
+//! 6. Dispatch to one handler (`handlers/mod.rs`).
 //!
 //! The stack is generic over the request body: the server runs it on hyper's `Incoming`, the
 //! tests in this file on in-memory bodies through `ServiceExt::oneshot`, without sockets.
@@ -26,6 +28,7 @@ use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::body::{full, BoxError, ProxyBody};
@@ -55,6 +58,8 @@ where
         .layer(BoxCloneService::layer())
         .map_future(move |future| finish(future, Arc::clone(&metrics)))
         .map_response(box_body)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
@@ -73,6 +78,8 @@ pub fn admin_service<B: Send + 'static>(state: Arc<State>) -> Stack<B> {
     ServiceBuilder::new()
         .layer(BoxCloneService::layer())
         .map_future(move |future| finish(future, Arc::clone(&metrics)))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
         .service_fn(move |request| {
             let state = Arc::clone(&state);
             async move { Ok::<_, Infallible>(handlers::dispatch_admin(state, request).await) }
@@ -100,21 +107,32 @@ where
         None => (RouteClassLabel::Unknown, Outcome::Miss),
     };
     metrics.request(route_class, outcome, total);
-    let upstream_ms = info
-        .as_ref()
-        .and_then(|i| i.upstream)
-        .map(|d| d.as_secs_f64() * 1000.0);
+    let upstream_ms = info.as_ref().and_then(|i| i.upstream).map(tenths_of_ms);
     tracing::info!(
         method = info.as_ref().map(|i| i.method.as_str()),
         path = info.as_ref().map(|i| i.path.as_str()),
         route_class = route_class.as_label(),
         outcome = outcome.as_label(),
+        detail = info.as_ref().and_then(|i| i.detail),
         status = response.status().as_u16(),
         upstream_ms,
-        total_ms = total.as_secs_f64() * 1000.0,
+        total_ms = tenths_of_ms(total),
+        request_id = response
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok()),
         "request"
     );
     Ok(response)
+}
+
+/// The header carrying the request id: accepted from the client, else generated; returned in the
+/// response and forwarded to memU.
+const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// Milliseconds rounded to a tenth, as the log line shows them (`48.6`, not `48.632070999999996`).
+fn tenths_of_ms(duration: std::time::Duration) -> f64 {
+    (duration.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 fn box_body<B>(response: Response<B>) -> Response<ProxyBody>

@@ -117,6 +117,8 @@ pub struct Upstream {
     max_response_bytes: usize,
     circuit: Arc<Circuit>,
     tls_health: Arc<TlsHealth>,
+    /// Set while memU refuses connections: WARN when it starts, INFO when it ends.
+    unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Upstream {
@@ -156,6 +158,7 @@ impl Upstream {
             max_response_bytes: config.max_response_bytes,
             circuit,
             tls_health: Arc::default(),
+            unreachable: Arc::default(),
         }
     }
 
@@ -233,7 +236,7 @@ impl Upstream {
             })
             .and_then(|response| response.map_err(|e| self.classify(e)));
         if result.is_ok() {
-            self.tls_health.answered();
+            self.answered();
         }
         report(ticket, result.as_ref().map(Response::status));
         let mut response = result?;
@@ -256,7 +259,7 @@ impl Upstream {
         let exchange = async {
             let response = self.client.request(request).await;
             let response = response.map_err(|e| self.classify(e))?;
-            self.tls_health.answered();
+            self.answered();
             let (mut parts, body) = response.into_parts();
             let body = Limited::new(body, self.max_response_bytes)
                 .collect()
@@ -305,6 +308,18 @@ fn whole_millis(d: Duration) -> Duration {
 impl Upstream {
     /// What a failed request means. A connect error carrying a rustls error is a TLS rejection
     /// (logged once per change of state); any answer at all means TLS works again.
+    /// memU answered: log the recovery of TLS or reachability, once, if either was lost.
+    fn answered(&self) {
+        self.tls_health.answered();
+        if self.unreachable.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .unreachable
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::info!("memU is reachable again");
+        }
+    }
+
     fn classify(&self, error: hyper_util::client::legacy::Error) -> UpstreamError {
         if error.is_connect() {
             match tls::rejection(&error) {
@@ -312,7 +327,15 @@ impl Upstream {
                     self.tls_health.rejected(&rejection);
                     UpstreamError::Tls(rejection)
                 }
-                None => UpstreamError::Connect(error),
+                None => {
+                    if !self
+                        .unreachable
+                        .swap(true, std::sync::atomic::Ordering::AcqRel)
+                    {
+                        tracing::warn!(%error, "memU is unreachable: reads get stale or empty answers, writes 502");
+                    }
+                    UpstreamError::Connect(error)
+                }
             }
         } else if is_length_limit(&error) {
             UpstreamError::RequestTooLarge

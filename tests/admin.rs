@@ -41,11 +41,11 @@ async fn metrics_count_requests_by_class_and_outcome() {
             1.0,
         ),
         (
-            r#"memu_proxy_requests_total{route_class="write",outcome="miss"}"#,
+            r#"memu_proxy_requests_total{route_class="write",outcome="bypass"}"#,
             1.0,
         ),
         (
-            r#"memu_proxy_requests_total{route_class="passthrough",outcome="miss"}"#,
+            r#"memu_proxy_requests_total{route_class="passthrough",outcome="bypass"}"#,
             1.0,
         ),
         (r#"memu_proxy_fallbacks_total{reason="timeout"}"#, 1.0),

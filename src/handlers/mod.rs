@@ -102,6 +102,7 @@ fn finish(
         mut response,
         outcome,
         upstream,
+        detail,
     } = result.unwrap_or_else(|error| {
         tracing::debug!(%error, "proxy error response");
         let mut response = error.into_response();
@@ -110,12 +111,14 @@ fn finish(
             response,
             outcome: Outcome::Error,
             upstream: None,
+            detail: None,
         }
     });
     response.extensions_mut().insert(RequestInfo {
         route_class,
         outcome,
         upstream,
+        detail,
         method,
         path,
     });

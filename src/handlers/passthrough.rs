@@ -33,7 +33,7 @@ pub async fn handle(state: &State, request: Request<ProxyBody>) -> Result<Handle
         .metrics
         .upstream(RouteClassLabel::Passthrough, upstream);
     let response = response?.map(|body| body.map_err(Into::into).boxed_unsync());
-    Ok(streamed(response, upstream, Outcome::Miss))
+    Ok(streamed(response, upstream, Outcome::Bypass))
 }
 
 /// `GET …/memorize/status/{task_id}`: watched when the proxy forwarded that memorize.
@@ -59,5 +59,5 @@ pub async fn task_status(
     if answer.status.is_success() {
         tasks::observe(state, task_id, &answer.body);
     }
-    Ok(forwarded(&answer, exchanged.upstream, Outcome::Miss))
+    Ok(forwarded(&answer, exchanged.upstream, Outcome::Bypass))
 }

@@ -49,7 +49,7 @@ pub async fn handle(
             }
         }
     }
-    Ok(forwarded(&answer, exchanged.upstream, Outcome::Miss))
+    Ok(forwarded(&answer, exchanged.upstream, Outcome::Bypass))
 }
 
 /// The task id at `id` in a write's answer (a string; some servers may send a number).
