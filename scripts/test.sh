@@ -14,6 +14,22 @@ cargo test --doc
 # The benchmarks (benches/*.rs) are compiled as `cargo bench` compiles them, so they cannot rot,
 # but not run. `--bench '*'` leaves out the lib and bin rebuilt as (empty) benchmark harnesses.
 cargo bench --no-run --bench '*'
+# The Prometheus rules in deploy/prometheus/: the example config and the rules it loads are
+# valid, and the rules' unit tests pass. promtool comes with Debian's `prometheus` package,
+# installed here when missing (CI runs as root on Debian); the package lists are refreshed only
+# when they do not know the package yet.
+if ! command -v promtool >/dev/null; then
+  sudo=()
+  [[ $(id -u) == 0 ]] || sudo=(sudo -n)
+  if ! command -v apt-get >/dev/null; then
+    echo "scripts/test.sh: promtool not found and no apt-get: install Prometheus's promtool" >&2
+    exit 1
+  fi
+  apt-cache show prometheus >/dev/null 2>&1 || "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool check config deploy/prometheus/prometheus.yml
+promtool test rules deploy/prometheus/memu-proxy.rules.test.yml
 if [[ ${1:-} != --fast ]]; then
   scripts/e2e.sh
 fi
