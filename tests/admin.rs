@@ -25,6 +25,15 @@ async fn metrics_count_requests_by_class_and_outcome() {
         &related_body("secret-user-42", Some("agent-7"), "other"),
     )
     .await;
+    // The timed-out fetch records its duration when its own deadline passes, which may be just
+    // after the waiter's answer: wait for it rather than race it.
+    wait_until("the timed-out fetch to be timed", 5, || async {
+        metric(
+            &proxy.metrics().await,
+            r#"memu_proxy_upstream_duration_seconds_count{route_class="read"}"#,
+        ) == 2.0
+    })
+    .await;
 
     let text = proxy.metrics().await;
     let expect = [

@@ -563,14 +563,10 @@ proptest! {
     }
 }
 
-/// Found by `the_same_body_written_differently_gives_the_same_key`. The README documents
-/// `include_categories` as a set and numbers by value, but the key builder sorts the list by
-/// canonical text and then removes duplicates by `serde_json::Value` equality, which tells the
-/// integer `1` from the float `1.0`: `[1, 1.0]` keeps two elements while `[1, 1]` keeps one, so
-/// the same set gets two keys. Harmless for safety (a spurious miss, never a wrong answer; memU's
-/// categories are strings), but the canonicalisation is not what it says.
+/// Found by `the_same_body_written_differently_gives_the_same_key`: the key builder removed
+/// duplicates by `serde_json::Value` equality, which tells the integer `1` from the float `1.0`,
+/// so `[1, 1.0]` and `[1]` (one set) got two keys. Duplicates are now removed by canonical text.
 #[test]
-#[ignore = "bug: include_categories dedups by Value equality, so [1, 1.0] and [1] (the same set) get different keys (src/cache/key.rs, read_key)"]
 fn include_categories_is_a_set_of_values_whatever_their_spelling() {
     let route = ReadRoute(&table::V1_RELATED);
     let path = "/api/v1/memory/retrieve/related-memory-items";

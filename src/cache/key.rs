@@ -101,7 +101,7 @@ pub fn read_key(
     };
     if let Some(Value::Array(categories)) = fields.get_mut("include_categories") {
         categories.sort_by_cached_key(canonical);
-        categories.dedup();
+        categories.dedup_by(|a, b| canonical(a) == canonical(b));
     }
     Some(KeyedRead {
         key: CacheKey {
