@@ -11,60 +11,100 @@ use crate::config::{ConfigError, Settings};
 #[command(name = "memu-proxy", version, about)]
 pub struct Cli {
     /// Config file (default: ./proxy.toml when present, else built-in defaults).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "MEMU_PROXY_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Listen address, e.g. 127.0.0.1:8100 (server.listen).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "MEMU_PROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
     /// Separate listener for /metrics and /healthz (server.admin_listen).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "MEMU_PROXY_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<String>,
     /// memU base URL, http:// or https://, e.g. http://127.0.0.1:8000 (upstream.url).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = "MEMU_PROXY_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
     /// PEM file of extra root certificates for an https:// upstream (upstream.ca_file).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "MEMU_PROXY_UPSTREAM_CA_FILE", value_name = "PATH")]
     pub upstream_ca_file: Option<String>,
     /// Hard upstream deadline of reads and pass-through in milliseconds (upstream.timeout_ms).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "MEMU_PROXY_TIMEOUT_MS", value_name = "N")]
     pub timeout_ms: Option<u64>,
     /// Hard upstream deadline of writes in milliseconds (upstream.write_timeout_ms).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "MEMU_PROXY_WRITE_TIMEOUT_MS", value_name = "N")]
     pub write_timeout_ms: Option<u64>,
     /// Seconds a cached answer stays fresh (cache.ttl_secs).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "MEMU_PROXY_CACHE_TTL_SECS", value_name = "N")]
     pub cache_ttl_secs: Option<u64>,
     /// Cache size bound in bytes (cache.max_bytes).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "MEMU_PROXY_CACHE_MAX_BYTES", value_name = "N")]
     pub cache_max_bytes: Option<u64>,
     /// Largest accepted request body in bytes (server.max_body_bytes).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "MEMU_PROXY_MAX_BODY_BYTES", value_name = "N")]
     pub max_body_bytes: Option<u64>,
     /// Runtime threads, 0 = one per core (server.worker_threads).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "MEMU_PROXY_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
     /// Latency budget for retrievals in milliseconds, 0 = off (latency.budget_ms).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "MEMU_PROXY_BUDGET_MS", value_name = "N")]
     pub budget_ms: Option<u64>,
     /// Fill null memory timestamps in retrieval answers (compat.fill_null_timestamps = true).
-    #[arg(long)]
+    #[arg(long, env = "MEMU_PROXY_FILL_NULL_TIMESTAMPS")]
     pub fill_null_timestamps: bool,
+    /// Log format: `text` (one human-readable line per event) or `json` (one JSON object per line,
+    /// for log shippers).
+    #[arg(
+        long,
+        env = "MEMU_PROXY_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// Validate the configuration, print the effective values, and exit.
     #[arg(long)]
     pub check_config: bool,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the settings came from, for the start-up log and `--check-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The file named by `--config` (or `MEMU_PROXY_CONFIG`), or `./proxy.toml`.
+    File(PathBuf),
+    /// No file: built-in defaults (and flags).
+    Defaults,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::File(path) => write!(f, "config file {}", path.display()),
+            ConfigSource::Defaults => {
+                f.write_str("no config file (none given, no ./proxy.toml): built-in defaults")
+            }
+        }
+    }
+}
+
 impl Cli {
-    /// Loads the config file (explicit, or `./proxy.toml` when present) and applies the flags.
-    pub fn settings(&self) -> Result<Settings, ConfigError> {
+    /// Loads the config file (explicit, or `./proxy.toml` when present) and applies the flags;
+    /// says which file it was.
+    pub fn settings(&self) -> Result<(Settings, ConfigSource), ConfigError> {
         let default_path = PathBuf::from("proxy.toml");
-        let mut settings = match &self.config {
-            Some(path) => Settings::from_file(path)?,
-            None if default_path.is_file() => Settings::from_file(&default_path)?,
-            None => Settings::default(),
+        let (mut settings, source) = match &self.config {
+            Some(path) => (Settings::from_file(path)?, ConfigSource::File(path.clone())),
+            None if default_path.is_file() => (
+                Settings::from_file(&default_path)?,
+                ConfigSource::File(default_path),
+            ),
+            None => (Settings::default(), ConfigSource::Defaults),
         };
         self.apply(&mut settings);
-        Ok(settings)
+        Ok((settings, source))
     }
 
     fn apply(&self, s: &mut Settings) {

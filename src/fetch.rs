@@ -33,6 +33,15 @@ pub struct Joining {
     pub collapsed: bool,
 }
 
+/// Who asked for a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client waits for it.
+    Client,
+    /// Nobody waits (a prewarm, a stale-while-revalidate refresh): its failure is logged.
+    Background,
+}
+
 /// Joins the fetch in flight for this key and generations, or starts one. `None` when a fetch
 /// would be needed but `latency.max_background_fetches` are already running.
 pub fn join(
@@ -41,6 +50,7 @@ pub fn join(
     generations: Generations,
     parts: &request::Parts,
     body: Bytes,
+    origin: Origin,
 ) -> Result<Option<Joining>, ProxyError> {
     match state.inflight.join(&(read.key.clone(), generations)) {
         Joined::Follower(rx) => {
@@ -59,7 +69,7 @@ pub fn join(
                 .upstream
                 .request(parts, full(body), Encoding::Identity)
                 .map_err(ProxyError::BadRequest)?;
-            tokio::spawn(run(Arc::clone(state), lease, request, permit));
+            tokio::spawn(run(Arc::clone(state), lease, request, permit, origin));
             Ok(Some(Joining {
                 rx,
                 collapsed: false,
@@ -82,7 +92,7 @@ pub fn start_background(
         state.metrics.background(BackgroundEvent::Dropped);
         return;
     }
-    let event = match join(state, read, generations, parts, body) {
+    let event = match join(state, read, generations, parts, body, Origin::Background) {
         Ok(Some(Joining {
             collapsed: false, ..
         })) => BackgroundEvent::Started,
@@ -101,6 +111,7 @@ async fn run(
     lease: Lease<InflightKey, Arc<Fetched>>,
     request: Request<ProxyBody>,
     _permit: OwnedSemaphorePermit,
+    origin: Origin,
 ) {
     let started = Instant::now();
     let result = state
@@ -121,7 +132,19 @@ async fn run(
                 upstream,
             }
         }
-        Judgement::Fallback(reason) => Fetched::Failed { reason, upstream },
+        Judgement::Fallback(reason) => {
+            if origin == Origin::Background {
+                if let Some(held_back) = state.background_failures.pass() {
+                    tracing::warn!(
+                        reason = reason.as_str(),
+                        route = route.name,
+                        held_back,
+                        "a background fetch (prewarm or refresh) failed: nothing was cached"
+                    );
+                }
+            }
+            Fetched::Failed { reason, upstream }
+        }
     };
     lease.complete(Arc::new(fetched));
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use memu_proxy::cli::Cli;
+use memu_proxy::cli::{Cli, LogFormat};
 use memu_proxy::Listeners;
 use tracing_subscriber::EnvFilter;
 
@@ -13,8 +13,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match cli.settings() {
-        Ok(settings) => settings,
+    let (settings, source) = match cli.settings() {
+        Ok(loaded) => loaded,
         Err(error) => return fail(&error),
     };
     let config = match settings.validate() {
@@ -22,16 +22,20 @@ fn main() -> ExitCode {
         Err(error) => return fail(&error),
     };
     if cli.check_config {
-        print!("{}", settings.to_toml());
+        print!("# {source}\n{}", settings.to_toml());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+        );
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    tracing::info!("{source}");
     let runtime = match memu_proxy::runtime(&config) {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),

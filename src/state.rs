@@ -38,6 +38,35 @@ pub struct TrackedTask {
     pub spec: TaskSpec,
 }
 
+/// Lets a repeated WARN through at most once per `every`, and says how many were held back.
+#[derive(Debug)]
+pub struct LogGate {
+    every: Duration,
+    state: std::sync::Mutex<(Option<tokio::time::Instant>, u64)>,
+}
+
+impl LogGate {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back since the last one)` when this occurrence may be logged.
+    pub fn pass(&self) -> Option<u64> {
+        let now = tokio::time::Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, held) = &mut *state;
+        if last.is_some_and(|at| now < at + self.every) {
+            *held += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(held))
+    }
+}
+
 /// Most memorize tasks polled at once; past it, only clients' own status polls are watched.
 pub const MAX_TASK_POLLERS: usize = 256;
 
@@ -66,6 +95,8 @@ pub struct State {
     pub(crate) circuit: Arc<Circuit>,
     /// Near-duplicate lookups and their threshold, when `cache.similarity_threshold` > 0.
     pub(crate) similar: Option<(SimilarIndex, f64)>,
+    /// Failed background fetches (prewarms, refreshes): WARN at most every 10 s.
+    pub(crate) background_failures: LogGate,
 }
 
 impl State {
@@ -117,6 +148,7 @@ impl State {
                     config.cache.similarity_threshold,
                 )
             }),
+            background_failures: LogGate::new(Duration::from_secs(10)),
         }
     }
 
@@ -142,6 +174,17 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_log_gate_passes_once_per_period_and_counts_the_rest() {
+        let gate = LogGate::new(Duration::from_secs(10));
+        assert_eq!(gate.pass(), Some(0));
+        assert_eq!(gate.pass(), None);
+        assert_eq!(gate.pass(), None);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(gate.pass(), Some(2));
+        assert_eq!(gate.pass(), None);
+    }
     use crate::cache::inflight::Joined;
     use crate::cache::{read_key, tenant_of};
     use crate::routes::ReadRoute;

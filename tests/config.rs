@@ -51,7 +51,12 @@ fn check_config_prints_the_effective_configuration_with_flags_applied() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("# no config file (none given, no ./proxy.toml): built-in defaults\n"),
+        "says where the settings came from: {stdout}"
+    );
+    let printed = Settings::from_toml(&stdout, "stdout").unwrap();
     assert_eq!(printed.upstream.timeout_ms, 750);
     assert_eq!(printed.upstream.write_timeout_ms, 45_000);
     assert_eq!(printed.upstream.url, "http://127.0.0.1:9/memu");
@@ -67,7 +72,77 @@ fn proxy_toml_in_the_working_directory_is_read() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ttl_secs = 42"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("# config file proxy.toml\n"), "{stdout}");
+    assert!(stdout.contains("ttl_secs = 42"));
+}
+
+#[test]
+fn every_flag_can_come_from_the_environment() {
+    let dir = tempdir();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .arg("--check-config")
+        .env("MEMU_PROXY_UPSTREAM", "http://127.0.0.1:9/env")
+        .env("MEMU_PROXY_BUDGET_MS", "250")
+        .env("MEMU_PROXY_FILL_NULL_TIMESTAMPS", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
+    assert_eq!(printed.upstream.url, "http://127.0.0.1:9/env");
+    assert_eq!(printed.latency.budget_ms, 250);
+    assert!(printed.compat.fill_null_timestamps);
+    // A flag wins over its variable.
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["--check-config", "--budget-ms", "300"])
+        .env("MEMU_PROXY_BUDGET_MS", "250")
+        .output()
+        .unwrap();
+    let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
+    assert_eq!(printed.latency.budget_ms, 300);
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for var in [
+        "MEMU_PROXY_UPSTREAM",
+        "MEMU_PROXY_LISTEN",
+        "MEMU_PROXY_CONFIG",
+        "MEMU_PROXY_LOG_FORMAT",
+    ] {
+        assert!(help.contains(var), "--help names {var}");
+    }
+}
+
+#[test]
+fn the_start_up_log_says_which_config_was_loaded_in_json_when_asked() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("proxy.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["--log-format", "json"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let first = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .next()
+        .expect("a log line")
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["fields"]["message"], "config file proxy.toml");
 }
 
 #[test]

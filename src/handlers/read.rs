@@ -23,7 +23,7 @@ use crate::decide::{judge, repair, waiter_answer, Judgement, Waited, WaiterAnswe
 use crate::error::ProxyError;
 use crate::exchange::{deadline, forward_buffered, read_body};
 use crate::fallback::FallbackReason;
-use crate::fetch::{self, FetchReceiver, Joining};
+use crate::fetch::{self, FetchReceiver, Joining, Origin};
 use crate::headers::{client_cache, request_budget, ClientCache, Fwd};
 use crate::outcome::{Handled, Outcome, RouteClassLabel};
 use crate::respond::{self, add_timing, Forwarded, HitKind};
@@ -61,7 +61,8 @@ pub async fn handle(
     }
     let looked_up = started.elapsed();
 
-    let Some(Joining { rx, collapsed }) = fetch::join(state, &read, generations, &parts, body)?
+    let Some(Joining { rx, collapsed }) =
+        fetch::join(state, &read, generations, &parts, body, Origin::Client)?
     else {
         return Ok(stale_or_empty(
             state,
