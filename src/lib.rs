@@ -16,6 +16,7 @@
 //! | [`idle`] | when a client connection is idle: bytes moved, requests in hand |
 //! | [`limits`] | open-files limit → connection cap; accept-failure episodes |
 //! | [`stack`] | the tower layer order: timing/logging, panics, sensitive headers, body limit |
+//! | [`linger`] | lingering close: a request body answered unread is drained, bounded |
 //! | [`handlers`] | dispatch and one handler per route class: read, write, pass-through, prewarm, admin |
 //! | [`tasks`] | memorize tasks: invalidate again on `SUCCESS`, polled in the background |
 //! | [`fetch`] | the coalesced, bounded, spawned upstream fetch behind a miss |
@@ -53,6 +54,7 @@ pub mod handlers;
 pub mod headers;
 pub mod idle;
 pub mod limits;
+pub mod linger;
 pub mod metrics;
 pub mod outcome;
 pub mod respond;

@@ -23,6 +23,7 @@ use tower::ServiceExt;
 use crate::body::ProxyBody;
 use crate::idle::{Activity, TrackedIo};
 use crate::limits::Episode;
+use crate::linger::Lingering;
 use crate::stack::HttpService;
 
 /// The bounds every connection of a listener is held to.
@@ -129,7 +130,7 @@ fn per_connection(
 > + Clone {
     hyper::service::service_fn(move |request: Request<Incoming>| {
         let busy = activity.busy();
-        let call = service.clone().oneshot(request);
+        let call = service.clone().oneshot(Lingering::wrap(request));
         async move {
             let response = call.await;
             drop(busy);
