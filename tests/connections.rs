@@ -184,3 +184,27 @@ fn the_bounds_default_to_a_minute_and_ten_thousand_and_zero_is_refused_by_name()
     assert!(error.contains("server.idle_timeout_ms"), "{error}");
     assert!(error.contains("server.max_connections"), "{error}");
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_timeout_too() {
+    let (_memu, proxy) = proxy_with(200, 10_000).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // The client preface and an empty SETTINGS frame, then nothing.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(BOUND, stream.read_to_end(&mut sink)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was not closed within {BOUND:?}"
+    );
+    assert!(sink.len() >= 9, "the proxy spoke HTTP/2: {sink:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150),
+        "closed after {waited:?}"
+    );
+}
