@@ -208,3 +208,19 @@ async fn an_idle_http2_connection_is_closed_after_the_timeout_too() {
         "closed after {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn graceful_shutdown_does_not_wait_for_idle_connections() {
+    let (_memu, proxy) = proxy_with(60_000, 10_000).await;
+    let mut silent = Client::connect(proxy.addr).await;
+    let mut kept_alive = Client::connect(proxy.addr).await;
+    assert!(kept_alive.exchange(HEALTHZ).await.is_some());
+    let run = proxy.shutdown();
+    // Well within the 10 s grace: neither idle connection holds the shutdown up.
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("shut down without waiting for the grace")
+        .unwrap();
+    kept_alive.closed_after().await;
+    silent.closed_after().await;
+}
