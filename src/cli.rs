@@ -43,6 +43,12 @@ pub struct Cli {
     /// Runtime threads, 0 = one per core (server.worker_threads).
     #[arg(long, env = "MEMU_PROXY_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
+    /// Close client connections idle this long, in milliseconds (server.idle_timeout_ms).
+    #[arg(long, value_name = "N")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most open client connections (server.max_connections).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Latency budget for retrievals in milliseconds, 0 = off (latency.budget_ms).
     #[arg(long, env = "MEMU_PROXY_BUDGET_MS", value_name = "N")]
     pub budget_ms: Option<u64>,
@@ -138,6 +144,12 @@ impl Cli {
         if let Some(v) = self.worker_threads {
             s.server.worker_threads = v;
         }
+        if let Some(v) = self.idle_timeout_ms {
+            s.server.idle_timeout_ms = v;
+        }
+        if let Some(v) = self.max_connections {
+            s.server.max_connections = v;
+        }
         if let Some(v) = self.budget_ms {
             s.latency.budget_ms = v;
         }
@@ -169,6 +181,10 @@ mod tests {
             "7",
             "--cache-max-bytes",
             "9999",
+            "--idle-timeout-ms",
+            "5000",
+            "--max-connections",
+            "500",
         ]);
         let mut s = Settings::default();
         cli.apply(&mut s);
@@ -179,5 +195,7 @@ mod tests {
         assert_eq!(s.upstream.write_timeout_ms, 45_000);
         assert_eq!(s.cache.ttl_secs, 7);
         assert_eq!(s.cache.max_bytes, 9999);
+        assert_eq!(s.server.idle_timeout_ms, 5000);
+        assert_eq!(s.server.max_connections, 500);
     }
 }

@@ -12,8 +12,11 @@
 //! | module | job |
 //! |---|---|
 //! | [`cli`] | flags → [`config::Settings`] |
-//! | [`server`] | accept loop, HTTP/1+2, graceful shutdown |
+//! | [`server`] | accept loop, HTTP/1+2, graceful shutdown, connection cap and idle close |
+//! | [`idle`] | when a client connection is idle: bytes moved, requests in hand |
+//! | [`limits`] | open-files limit → connection cap; accept-failure episodes |
 //! | [`stack`] | the tower layer order: timing/logging, panics, sensitive headers, body limit |
+//! | [`linger`] | lingering close: a request body answered unread is drained, bounded |
 //! | [`handlers`] | dispatch and one handler per route class: read, write, pass-through, prewarm, admin |
 //! | [`tasks`] | memorize tasks: invalidate again on `SUCCESS`, polled in the background |
 //! | [`fetch`] | the coalesced, bounded, spawned upstream fetch behind a miss |
@@ -49,6 +52,9 @@ pub mod fallback;
 pub mod fetch;
 pub mod handlers;
 pub mod headers;
+pub mod idle;
+pub mod limits;
+pub mod linger;
 pub mod metrics;
 pub mod outcome;
 pub mod respond;
@@ -116,17 +122,27 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let state = Arc::new(State::new(&config));
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
+    let bounds = server::ConnectionBounds {
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(server::serve(
         listeners.main,
         stack::service(Arc::clone(&state)),
+        bounds,
         stop_rx.clone(),
         grace,
     ));
     if let Some(admin) = listeners.admin {
+        let bounds = server::ConnectionBounds {
+            max_connections: limits::ADMIN_MAX_CONNECTIONS,
+            ..bounds
+        };
         servers.spawn(server::serve(
             admin,
             stack::admin_service(Arc::clone(&state)),
+            bounds,
             stop_rx,
             grace,
         ));

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Ok(loaded) => loaded,
         Err(error) => return fail(&error),
     };
-    let config = match settings.validate() {
+    let mut config = match settings.validate() {
         Ok(config) => config,
         Err(error) => return fail(&error),
     };
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     tracing::info!("{source}");
+    memu_proxy::limits::fit_open_files(&mut config);
     let runtime = match memu_proxy::runtime(&config) {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
             Err(error) => return fail(&format!("cannot bind {}: {error}", config.listen)),
         };
         tracing::info!(
-            listen = %config.listen,
+            listen = %listeners.local_addr().unwrap_or(config.listen),
             upstream = %format!("{}://{}{}", config.upstream.scheme, config.upstream.authority, config.upstream.base_path),
             "memu-proxy listening"
         );

@@ -8,7 +8,9 @@
 //! 3. `CatchPanicLayer`: a bug in a handler becomes a 500 `{"detail": …}`, not a dropped connection.
 //! 4. `SetSensitiveRequestHeadersLayer`: `Authorization` is never printed by tracing.
 //! 5. `RequestBodyLimitLayer`: bodies over `server.max_body_bytes` get 413 (at once when
-//!    `Content-Length` says so, else when the limit is crossed), without contacting memU.
+//!    `Content-Length` says so, else when the limit is crossed), without contacting memU; its own
+//!    `text/plain` answer is replaced by the proxy's JSON one. The server wraps every body for
+//!    lingering close (`linger.rs`), so the client that sent it all first still reads the 413.
 //! 6. Dispatch to one handler (`handlers/mod.rs`).
 //!
 //! The stack is generic over the request body: the server runs it on hyper's `Incoming`, the
@@ -32,8 +34,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::body::{full, BoxError, ProxyBody};
+use crate::error::ProxyError;
 use crate::handlers;
 use crate::headers::CacheStatus;
+use crate::linger::Lingering;
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, RequestInfo, RouteClassLabel};
 use crate::respond::{add_timing, set_cache_status, HEADER_CACHE_STATUS};
@@ -43,8 +47,8 @@ use crate::state::State;
 /// connection.
 pub type Stack<B> = BoxCloneService<Request<B>, Response<ProxyBody>, Infallible>;
 
-/// A listener's whole stack, as the server runs it.
-pub type HttpService = Stack<Incoming>;
+/// A listener's whole stack, as the server runs it: on hyper's bodies, wrapped for lingering close.
+pub type HttpService = Stack<Lingering<Incoming>>;
 
 /// The proxy's service for the main listener.
 pub fn service<B>(state: Arc<State>) -> Stack<B>
@@ -65,11 +69,27 @@ where
             header::AUTHORIZATION,
             header::PROXY_AUTHORIZATION,
         ]))
+        .map_response(move |response| json_payload_too_large(response, limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .service_fn(move |request| {
             let state = Arc::clone(&state);
             async move { Ok::<_, Infallible>(handlers::dispatch(state, request).await) }
         })
+}
+
+/// The limit layer's own 413 (a `Content-Length` over the limit, answered before any handler:
+/// no [`RequestInfo`], `text/plain`) becomes the proxy's JSON error, like every other.
+fn json_payload_too_large<B>(response: Response<B>, limit: usize) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if response.status() == http::StatusCode::PAYLOAD_TOO_LARGE
+        && response.extensions().get::<RequestInfo>().is_none()
+    {
+        return ProxyError::BodyTooLarge { limit }.into_response();
+    }
+    box_body(response)
 }
 
 /// The service of the admin-only listener.
@@ -322,13 +342,18 @@ mod tests {
     async fn bodies_over_the_limit_are_413_whether_announced_or_not() {
         let state = state(|_| {});
         let big = || Full::new(Bytes::from(vec![b' '; 65]));
-        // Announced by Content-Length: the limit layer answers at once.
+        // Announced by Content-Length: the limit layer answers at once, in the proxy's JSON.
         let mut announced = request(Method::POST, "/api/v1/memory/memorize", big());
         announced
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(65));
-        let (status, ..) = call(service(Arc::clone(&state)), announced).await;
+        let (status, headers, body) = call(service(Arc::clone(&state)), announced).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            body,
+            serde_json::json!({"detail": "request body exceeds the 64-byte limit"})
+        );
         // Not announced: crossing the limit while the handler reads the body.
         for path in ["/api/v1/memory/memorize", RELATED, "/prewarm"] {
             let (status, _, body) = call(

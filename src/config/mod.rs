@@ -48,6 +48,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub worker_threads: usize,
+    /// `server.idle_timeout_ms`.
+    pub idle_timeout: Duration,
+    /// `server.max_connections`; `main` lowers it to fit the open-files limit.
+    pub max_connections: usize,
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
     pub latency: LatencyConfig,
@@ -122,6 +126,8 @@ impl Settings {
                     max_body_bytes: server.max_body_bytes,
                     shutdown_grace: server.shutdown_grace,
                     worker_threads: server.worker_threads,
+                    idle_timeout: server.idle_timeout,
+                    max_connections: server.max_connections,
                     upstream,
                     cache,
                     latency,

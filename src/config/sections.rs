@@ -27,6 +27,12 @@ pub struct ServerSettings {
     /// Runtime threads: 1 (a sidecar's default: no cross-thread wake-ups), N, or 0 for one per
     /// CPU core.
     pub worker_threads: usize,
+    /// A client connection on which nothing is received or sent for this long, and no request is
+    /// being handled, is closed: before its first byte and between keep-alive requests.
+    pub idle_timeout_ms: u64,
+    /// Most open client connections; past it a new connection is closed at once. Lowered at
+    /// start-up to fit the open-files limit (see `limits.rs`).
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -37,6 +43,8 @@ impl Default for ServerSettings {
             max_body_bytes: 1024 * 1024,
             shutdown_grace_ms: 10_000,
             worker_threads: 1,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -49,6 +57,8 @@ pub(super) struct ServerConfig {
     pub(super) max_body_bytes: usize,
     pub(super) shutdown_grace: Duration,
     pub(super) worker_threads: usize,
+    pub(super) idle_timeout: Duration,
+    pub(super) max_connections: usize,
 }
 
 impl ServerSettings {
@@ -67,6 +77,9 @@ impl ServerSettings {
         );
         problems.greater_than_0(self.max_body_bytes, "server.max_body_bytes");
         problems.at_most_a_year(self.shutdown_grace_ms / 1000, "server.shutdown_grace_ms");
+        problems.greater_than_0(self.idle_timeout_ms, "server.idle_timeout_ms");
+        problems.at_most_a_year(self.idle_timeout_ms / 1000, "server.idle_timeout_ms");
+        problems.greater_than_0(self.max_connections, "server.max_connections");
         match (listen, admin_listen.transpose()) {
             (Ok(listen), Ok(admin_listen)) if problems.len() == before => Some(ServerConfig {
                 listen,
@@ -74,6 +87,8 @@ impl ServerSettings {
                 max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
                 shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
                 worker_threads: self.worker_threads,
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                max_connections: self.max_connections,
             }),
             _ => None,
         }
