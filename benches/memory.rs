@@ -15,9 +15,7 @@
 mod support;
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request};
@@ -25,6 +23,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::child::ProxyProcess;
 use support::MemU;
 
 const MAX_BYTES: u64 = 32 * 1024 * 1024;
@@ -99,68 +98,6 @@ fn query(n: usize, range: &std::ops::Range<usize>) -> String {
     q
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The proxy binary as a child, killed on drop.
-struct Proxy(Child, u16);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_proxy(upstream: &str, similarity: bool) -> Proxy {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("memu-proxy-memory-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("proxy.toml");
-    let threshold = if similarity { 0.9 } else { 0.0 };
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[upstream]\nurl = \"{upstream}\"\n\
-             [cache]\nmax_bytes = {MAX_BYTES}\nsimilarity_threshold = {threshold}\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_memu-proxy"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the proxy binary");
-    let proxy = Proxy(child, port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    proxy
-}
-
-/// `VmRSS` and `VmHWM` of `pid`, in bytes.
-fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// Sends the scenario's distinct retrievals over `CONNECTIONS` pooled connections.
 async fn drive(port: u16, scenario: &Scenario) -> usize {
     let client: Client<HttpConnector, Full<Bytes>> =
@@ -218,10 +155,15 @@ fn main() {
             .record_requests(false)
             .fixed_answer("related-memory-items", answer(scenario.answer_bytes))
             .start_on_own_thread();
-        let proxy = start_proxy(&memu.url(), scenario.similarity);
+        let threshold = if scenario.similarity { 0.9 } else { 0.0 };
+        let config = format!(
+            "[upstream]\nurl = \"{}\"\n[cache]\nmax_bytes = {MAX_BYTES}\nsimilarity_threshold = {threshold}\n",
+            memu.url()
+        );
+        let proxy = ProxyProcess::start(env!("CARGO_BIN_EXE_memu-proxy"), "memory", &config);
         let started = Instant::now();
-        let ok = runtime.block_on(drive(proxy.1, scenario));
-        let (now, peak) = rss(proxy.0.id());
+        let ok = runtime.block_on(drive(proxy.port, scenario));
+        let (now, peak) = proxy.rss();
         let within = peak <= BOUND;
         all_within &= within && ok == scenario.requests;
         let _ = writeln!(

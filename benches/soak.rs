@@ -19,8 +19,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::child::ProxyProcess;
 use support::memu::Shape;
 use support::stats::percentile;
 use support::{Failure, MemU, MEMORIZE, RELATED};
@@ -60,64 +59,6 @@ struct Tally {
     writes_sent: usize,
     writes_failed: usize,
     latencies: Vec<Duration>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proxy(Child, u16, std::path::PathBuf);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_proxy(upstream: &str) -> Proxy {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("memu-proxy-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[upstream]\nurl = \"{upstream}\"\n\
-             [cache]\nttl_secs = 10\nstale_while_revalidate_secs = 60\nstale_if_error_secs = 3600\n\
-             [latency]\nbudget_ms = 500\n"
-        ),
-    )
-    .unwrap();
-    let log = dir.join("proxy.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_memu-proxy"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start the proxy binary");
-    let proxy = Proxy(child, port, log);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    proxy
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 async fn lane(lane: usize, port: u16, stop: Arc<AtomicBool>) -> Tally {
@@ -195,8 +136,14 @@ fn main() {
             &format!("user {user} likes green tea"),
         );
     }
-    let proxy = start_proxy(&memu.url());
-    let rss_start = rss_mib(proxy.0.id());
+    let config = format!(
+        "[upstream]\nurl = \"{}\"\n[cache]\nttl_secs = 10\nstale_while_revalidate_secs = 60\n\
+         stale_if_error_secs = 3600\n[latency]\nbudget_ms = 500\n",
+        memu.url()
+    );
+    let proxy = ProxyProcess::start(env!("CARGO_BIN_EXE_memu-proxy"), "soak", &config);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let rss_start = mib(proxy.rss().0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -204,7 +151,7 @@ fn main() {
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let lanes: Vec<_> = (0..LANES)
-        .map(|l| runtime.spawn(lane(l, proxy.1, Arc::clone(&stop))))
+        .map(|l| runtime.spawn(lane(l, proxy.port, Arc::clone(&stop))))
         .collect();
     let started = Instant::now();
     let mut phase = 0;
@@ -229,7 +176,7 @@ fn main() {
         tally.writes_failed += t.writes_failed;
         tally.latencies.extend(t.latencies);
     }
-    let rss_end = rss_mib(proxy.0.id());
+    let rss_end = mib(proxy.rss().0);
     let mut per_text: HashMap<String, usize> = HashMap::new();
     for seen in memu
         .seen()
@@ -242,7 +189,7 @@ fn main() {
     }
     let forwarded: usize = per_text.values().sum();
     let duplicated: usize = per_text.values().map(|n| n - 1).sum();
-    let panics = std::fs::read_to_string(&proxy.2)
+    let panics = std::fs::read_to_string(&proxy.log)
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains("panicked"))
