@@ -44,10 +44,10 @@ pub struct Cli {
     #[arg(long, env = "MEMU_PROXY_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
     /// Close client connections idle this long, in milliseconds (server.idle_timeout_ms).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "MEMU_PROXY_IDLE_TIMEOUT_MS", value_name = "N")]
     pub idle_timeout_ms: Option<u64>,
     /// Most open client connections (server.max_connections).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "MEMU_PROXY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Latency budget for retrievals in milliseconds, 0 = off (latency.budget_ms).
     #[arg(long, env = "MEMU_PROXY_BUDGET_MS", value_name = "N")]

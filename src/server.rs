@@ -90,6 +90,8 @@ pub async fn serve(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             tokio::select! {
+                // The connection first: bytes that arrive as the idle timer fires are served.
+                biased;
                 result = connection => if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
                 },

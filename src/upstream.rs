@@ -85,6 +85,9 @@ impl UpstreamError {
     }
 }
 
+/// The request-id header (set by the stack's request-id layers).
+const REQUEST_ID: http::header::HeaderName = http::header::HeaderName::from_static("x-request-id");
+
 /// Which content encoding to ask memU for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -273,6 +276,9 @@ impl Upstream {
                 })?
                 .to_bytes();
             strip_hop_by_hop(&mut parts.headers);
+            // memU may echo the request id it was sent; a buffered answer is replayed to other
+            // requests (hits, coalesced waiters), which must carry their own id.
+            parts.headers.remove(REQUEST_ID);
             Ok(Buffered {
                 status: parts.status,
                 headers: parts.headers,

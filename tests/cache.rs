@@ -333,3 +333,22 @@ async fn caching_can_be_disabled() {
     }
     assert_eq!(memu.hits("related-memory-items"), 2);
 }
+
+#[tokio::test]
+async fn hits_carry_their_own_request_id() {
+    // The stand-in echoes the request id it was sent, as correlation middleware does; the stored
+    // answer must not replay the first request's id to later ones.
+    let memu = MemU::start().await;
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    let body = related_body("u1", Some("a1"), "cats");
+    let with_id = |id: &'static str| [("authorization", "Bearer key-1"), ("x-request-id", id)];
+    let first = post_with(&proxy.url(RELATED), &body, &with_id("first")).await;
+    assert_eq!(first.header("x-request-id"), "first");
+    let hit = post_with(&proxy.url(RELATED), &body, &with_id("second")).await;
+    assert_eq!(hit.cache_status(), "memu-proxy; hit");
+    assert_eq!(hit.header("x-request-id"), "second");
+    let generated = post(&proxy.url(RELATED), &body).await;
+    assert_eq!(generated.cache_status(), "memu-proxy; hit");
+    let id = generated.header("x-request-id");
+    assert!(!id.is_empty() && id != "first" && id != "second", "{id}");
+}

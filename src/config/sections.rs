@@ -80,6 +80,12 @@ impl ServerSettings {
         problems.greater_than_0(self.idle_timeout_ms, "server.idle_timeout_ms");
         problems.at_most_a_year(self.idle_timeout_ms / 1000, "server.idle_timeout_ms");
         problems.greater_than_0(self.max_connections, "server.max_connections");
+        // Far above any open-files limit, and far below what a semaphore can count.
+        problems.check(
+            self.max_connections <= 10_000_000,
+            "server.max_connections",
+            "must not exceed 10000000",
+        );
         match (listen, admin_listen.transpose()) {
             (Ok(listen), Ok(admin_listen)) if problems.len() == before => Some(ServerConfig {
                 listen,

@@ -546,6 +546,10 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if let Some(Failure::WrongShape(shape)) = failure {
         response = answers::wrong_shape(response, name, shape).await;
     }
+    // Like correlation-id middleware in front of a real memU: the request id is echoed.
+    if let Some(id) = parts.headers.get("x-request-id") {
+        response.headers_mut().insert("x-request-id", id.clone());
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
