@@ -88,12 +88,7 @@ fn every_flag_can_come_from_the_environment() {
         .env("MEMU_PROXY_FILL_NULL_TIMESTAMPS", "true")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
+    let printed = printed_settings(out);
     assert_eq!(printed.upstream.url, "http://127.0.0.1:9/env");
     assert_eq!(printed.latency.budget_ms, 250);
     assert!(printed.compat.fill_null_timestamps);
@@ -104,8 +99,7 @@ fn every_flag_can_come_from_the_environment() {
         .env("MEMU_PROXY_BUDGET_MS", "250")
         .output()
         .unwrap();
-    let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
-    assert_eq!(printed.latency.budget_ms, 300);
+    assert_eq!(printed_settings(out).latency.budget_ms, 300);
     let help = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for var in [
@@ -223,12 +217,7 @@ fn an_unreadable_or_invalid_ca_file_stops_start_up_naming_the_key() {
         .arg(&good)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap();
+    let printed = printed_settings(out);
     assert_eq!(printed.upstream.url, "https://memu.example");
     assert_eq!(printed.upstream.ca_file, Some(good.display().to_string()));
 }
@@ -245,6 +234,16 @@ fn a_missing_config_file_is_an_error() {
 
 /// Runs `command`, killing it (and failing) if it has not exited within `secs`: a proxy that
 /// accepted a bad config would be serving instead of exiting.
+/// The settings a successful `--check-config` run printed.
+fn printed_settings(out: std::process::Output) -> Settings {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Settings::from_toml(&String::from_utf8(out.stdout).unwrap(), "stdout").unwrap()
+}
+
 fn output_within(command: &mut Command, secs: u64) -> std::process::Output {
     let mut child = command
         .stdout(std::process::Stdio::piped())
