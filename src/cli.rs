@@ -52,6 +52,9 @@ pub struct Cli {
     /// Latency budget for retrievals in milliseconds, 0 = off (latency.budget_ms).
     #[arg(long, env = "MEMU_PROXY_BUDGET_MS", value_name = "N")]
     pub budget_ms: Option<u64>,
+    /// Shared cache tier, redis:// or rediss:// URL; unset = off (shared_cache.url).
+    #[arg(long, env = "MEMU_PROXY_SHARED_CACHE_URL", value_name = "URL")]
+    pub shared_cache_url: Option<String>,
     /// Fill null memory timestamps in retrieval answers (compat.fill_null_timestamps = true).
     #[arg(long, env = "MEMU_PROXY_FILL_NULL_TIMESTAMPS")]
     pub fill_null_timestamps: bool,
@@ -153,6 +156,9 @@ impl Cli {
         if let Some(v) = self.budget_ms {
             s.latency.budget_ms = v;
         }
+        if let Some(v) = &self.shared_cache_url {
+            s.shared_cache.url = Some(v.clone());
+        }
         if self.fill_null_timestamps {
             s.compat.fill_null_timestamps = true;
         }
@@ -185,6 +191,8 @@ mod tests {
             "5000",
             "--max-connections",
             "500",
+            "--shared-cache-url",
+            "redis://127.0.0.1:6380",
         ]);
         let mut s = Settings::default();
         cli.apply(&mut s);
@@ -197,5 +205,9 @@ mod tests {
         assert_eq!(s.cache.max_bytes, 9999);
         assert_eq!(s.server.idle_timeout_ms, 5000);
         assert_eq!(s.server.max_connections, 500);
+        assert_eq!(
+            s.shared_cache.url.as_deref(),
+            Some("redis://127.0.0.1:6380")
+        );
     }
 }

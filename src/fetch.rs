@@ -5,8 +5,14 @@
 //! has given up (past a budget, or disconnected); each waiter applies its own deadline. The
 //! number of fetches at once is bounded (`latency.max_background_fetches`), and background work
 //! (refreshes, prewarms) leaves a quarter of the permits to clients who are waiting.
+//!
+//! With the shared tier on, the fetch asks Redis first (`shared/`): an answer stored there by any
+//! replica is served as a hit and fills the local cache; otherwise the fetch goes to memU (or
+//! waits for the replica holding the key's lock), and a cacheable answer is written back to Redis
+//! after the waiters are woken.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{request, Request};
@@ -15,11 +21,13 @@ use tokio::time::Instant;
 
 use crate::body::{full, ProxyBody};
 use crate::cache::inflight::{Joined, Lease};
-use crate::cache::{Generations, KeyedRead};
+use crate::cache::{Entry, Generations, KeyedRead};
 use crate::decide::{admit, judge, repair, Fetched, Judgement};
 use crate::error::ProxyError;
 use crate::metrics::BackgroundEvent;
 use crate::outcome::RouteClassLabel;
+use crate::shared::record::Record;
+use crate::shared::Before;
 use crate::state::{InflightKey, State};
 use crate::upstream::{Buffered, Encoding, UpstreamError};
 
@@ -38,6 +46,9 @@ pub struct Joining {
 pub enum Origin {
     /// A client waits for it.
     Client,
+    /// A client waits for it and asked for memU's own answer (`Cache-Control: no-cache`): the
+    /// shared tier is not consulted.
+    Revalidate,
     /// Nobody waits (a prewarm, a stale-while-revalidate refresh): its failure is logged.
     Background,
 }
@@ -104,8 +115,8 @@ pub fn start_background(
     state.metrics.background(event);
 }
 
-/// The spawned fetch: ask memU within the hard deadline, judge the answer, store it if it may be
-/// stored, then wake every waiter with the result.
+/// The spawned fetch: ask the shared tier, else memU within the hard deadline; judge the answer,
+/// store it if it may be stored, wake every waiter with the result, then share the answer.
 async fn run(
     state: Arc<State>,
     lease: Lease<InflightKey, Arc<Fetched>>,
@@ -114,10 +125,21 @@ async fn run(
     origin: Origin,
 ) {
     let started = Instant::now();
-    let result = state
-        .upstream
-        .exchange(request, started + state.upstream.timeout())
-        .await;
+    let deadline = started + state.upstream.timeout();
+    let claim = match (&state.shared, origin) {
+        (Some(shared), Origin::Client | Origin::Background) => {
+            match shared.before_fetch(&lease.key().0, deadline).await {
+                Before::Hit { record, remaining } => {
+                    let entry = from_shared(&state, lease.key(), record, remaining);
+                    lease.complete(Arc::new(Fetched::Shared(entry)));
+                    return;
+                }
+                Before::Fetch(claim) => Some(claim),
+            }
+        }
+        _ => None,
+    };
+    let result = state.upstream.exchange(request, deadline).await;
     let upstream = started.elapsed();
     if !matches!(result, Err(UpstreamError::CircuitOpen(_))) {
         state.metrics.upstream(RouteClassLabel::Read, upstream);
@@ -146,7 +168,53 @@ async fn run(
             Fetched::Failed { reason, upstream }
         }
     };
-    lease.complete(Arc::new(fetched));
+    let fetched = Arc::new(fetched);
+    let (key, generations) = lease.key().clone();
+    lease.complete(Arc::clone(&fetched));
+    if let (Some(shared), Some(claim)) = (&state.shared, claim) {
+        // Shared only if no write reached this replica since the fetch began.
+        let current = state.scopes.current(&key.scope) == generations;
+        let answer = match fetched.as_ref() {
+            Fetched::Answer {
+                answer,
+                stored: true,
+                ..
+            } if current => Some((&answer.headers, &answer.body)),
+            _ => None,
+        };
+        shared.after_fetch(claim, answer).await;
+    }
+}
+
+/// The local entry for an answer from the shared tier, admitted to the local cache as a fetched
+/// answer would be (with its age and remaining TTL).
+fn from_shared(
+    state: &State,
+    (key, generations): &InflightKey,
+    record: Record,
+    remaining: Duration,
+) -> Arc<Entry> {
+    let age = record.ttl.saturating_sub(remaining);
+    let now = Instant::now();
+    let entry = Entry::aged(
+        record.body,
+        record.headers,
+        *generations,
+        now,
+        age,
+        remaining,
+    );
+    let entry = Arc::new(entry);
+    let current = state.scopes.current(&key.scope);
+    if admit(*generations, current, || {
+        state.store.holds_current(key, current)
+    }) {
+        if let Some((index, _)) = &state.similar {
+            index.insert(key);
+        }
+        state.store.insert(key.clone(), Arc::clone(&entry));
+    }
+    entry
 }
 
 /// Stores a cacheable answer when [`admit`] allows; true if it was stored.

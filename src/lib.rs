@@ -27,6 +27,7 @@
 //! | [`error`] | the proxy's own error responses, one status per condition |
 //! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
 //! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations, coalescing |
+//! | [`shared`] | the optional shared tier on Redis: lookups, stores, locks, the invalidation stream |
 //! | [`upstream`] | the pooled client (plain or TLS), URI rewrite, hop-by-hop headers, deadline |
 //! | [`tls`] | rustls client config (system roots + `upstream.ca_file`), TLS rejections, their log |
 //! | [`circuit`] | the circuit breaker every upstream exchange passes |
@@ -60,6 +61,7 @@ pub mod outcome;
 pub mod respond;
 pub mod routes;
 pub mod server;
+pub mod shared;
 pub mod stack;
 pub mod state;
 pub mod tasks;

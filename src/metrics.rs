@@ -33,6 +33,8 @@ pub enum InvalidationCause {
     Write,
     /// A task-status poll reported `SUCCESS` for a memorize the proxy forwarded.
     TaskSuccess,
+    /// Another replica published a write's invalidation (the shared tier's stream).
+    Replica,
 }
 
 /// What happened to a background fetch (stale-while-revalidate refresh or prewarm).
@@ -51,6 +53,7 @@ impl InvalidationCause {
         match self {
             InvalidationCause::Write => "write",
             InvalidationCause::TaskSuccess => "task_success",
+            InvalidationCause::Replica => "replica",
         }
     }
 }

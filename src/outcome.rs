@@ -40,6 +40,9 @@ pub enum Outcome {
     Error,
     /// Answered from the fresh cached answer of a near-duplicate query.
     SimilarHit,
+    /// Answered from the shared tier (Redis): another replica's answer, or this one's before a
+    /// restart.
+    SharedHit,
     /// Answered from a stale cache entry (stale-while-revalidate, or instead of the fallback).
     Stale,
     /// Served by the proxy itself (`/metrics`, `/healthz`, `/prewarm`).
@@ -66,6 +69,7 @@ impl Outcome {
         match self {
             Outcome::Hit => "hit",
             Outcome::SimilarHit => "similar_hit",
+            Outcome::SharedHit => "shared_hit",
             Outcome::Miss => "miss",
             Outcome::Coalesced => "coalesced",
             Outcome::Bypass => "bypass",

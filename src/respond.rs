@@ -105,6 +105,8 @@ pub enum HitKind {
     Fresh,
     /// Fresh, stored for a near-duplicate query.
     Similar,
+    /// Fresh, from the shared tier.
+    Shared,
     /// Stale, with the `Cache-Status` detail saying why it was served anyway.
     Stale(&'static str),
 }
@@ -114,6 +116,7 @@ pub fn hit(entry: &Entry, kind: HitKind) -> Handled {
     let (detail, outcome) = match kind {
         HitKind::Fresh => (None, Outcome::Hit),
         HitKind::Similar => (Some("similar"), Outcome::SimilarHit),
+        HitKind::Shared => (Some("shared"), Outcome::SharedHit),
         HitKind::Stale(detail) => (Some(detail), Outcome::Stale),
     };
     let mut response = Response::new(full(entry.body.clone()));

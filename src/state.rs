@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::decide::Fetched;
 use crate::metrics::{self, InvalidationCause, Metrics};
 use crate::routes::TaskSpec;
+use crate::shared::SharedTier;
 use crate::upstream::Upstream;
 
 /// A coalesced fetch is identified by the key and the generations it was started under, so a
@@ -97,6 +98,8 @@ pub struct State {
     pub(crate) similar: Option<(SimilarIndex, f64)>,
     /// Failed background fetches (prewarms, refreshes): WARN at most every 10 s.
     pub(crate) background_failures: LogGate,
+    /// The shared tier on Redis, when `shared_cache.url` is set.
+    pub(crate) shared: Option<Arc<SharedTier>>,
 }
 
 impl State {
@@ -126,6 +129,23 @@ impl State {
         registry.register_collector(Box::new(Arc::clone(&scopes)));
         registry.register_collector(Box::new(Arc::clone(&circuit)));
         registry.register_collector(Box::new(Arc::clone(&inflight)));
+        let shared = config.shared_cache.as_ref().and_then(|shared| {
+            let started = SharedTier::start(
+                shared,
+                config.cache.ttl,
+                config.upstream.timeout,
+                Arc::clone(&scopes),
+                Arc::clone(&metrics),
+                &mut registry,
+            );
+            // The URL was parsed when the configuration was validated.
+            started
+                .inspect_err(|error| tracing::error!(%error, "shared cache tier not started"))
+                .ok()
+        });
+        if let Some(shared) = &shared {
+            registry.register_collector(Box::new(Arc::clone(shared)));
+        }
         Self {
             upstream: Upstream::new(&config.upstream, Arc::clone(&circuit)),
             store,
@@ -149,7 +169,16 @@ impl State {
                 )
             }),
             background_failures: LogGate::new(Duration::from_secs(10)),
+            shared,
         }
+    }
+
+    /// False while the shared tier's invalidation stream has been lost for longer than
+    /// `shared_cache.offline_grace_ms`: local entries may miss another replica's writes.
+    pub(crate) fn trusts_local_entries(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_none_or(|shared| shared.trusts_local())
     }
 
     /// Bumps the generations a write to `scope` invalidates, and counts it.
@@ -158,10 +187,34 @@ impl State {
         self.metrics.invalidation(cause);
     }
 
-    /// Invalidates every `(scope, what)` of a write.
-    pub(crate) fn invalidate_all(&self, targets: &[(Scope, Invalidate)], cause: InvalidationCause) {
+    /// Invalidates every `(scope, what)` of a write, here and, through the shared tier, in
+    /// every other replica.
+    pub(crate) async fn invalidate_all(
+        &self,
+        targets: &[(Scope, Invalidate)],
+        cause: InvalidationCause,
+    ) {
         for (scope, what) in targets {
             self.invalidate(scope, *what, cause);
+        }
+        if let Some(shared) = &self.shared {
+            shared.invalidate(targets).await;
+        }
+    }
+
+    /// [`State::invalidate_all`] for callers that cannot wait: the local bump now, the shared one
+    /// in a task of its own.
+    pub(crate) fn invalidate_all_now(
+        &self,
+        targets: Arc<[(Scope, Invalidate)]>,
+        cause: InvalidationCause,
+    ) {
+        for (scope, what) in targets.iter() {
+            self.invalidate(scope, *what, cause);
+        }
+        if let Some(shared) = &self.shared {
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move { shared.invalidate(&targets).await });
         }
     }
 

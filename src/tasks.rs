@@ -65,7 +65,7 @@ pub fn observe(state: &State, task_id: &str, body: &[u8]) -> bool {
     match outcome(&tracked.spec, body) {
         Some(true) => {
             if let Some((_, tracked)) = state.tasks.remove(task_id) {
-                state.invalidate_all(&tracked.targets, InvalidationCause::TaskSuccess);
+                state.invalidate_all_now(tracked.targets, InvalidationCause::TaskSuccess);
             }
             true
         }

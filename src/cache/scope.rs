@@ -11,16 +11,21 @@
 //! The table is bounded: only scopes that were ever bumped are kept, the least recently bumped are
 //! evicted first, and an evicted scope reads as `floor`, the highest generation ever evicted. So a
 //! generation never goes back to a value an entry could have recorded before a bump: eviction can
-//! cause spurious misses, never a stale hit. Scopes are identified by a keyed 64-bit hash; two
-//! scopes sharing a slot only invalidate each other (a spurious miss), never serve each other.
+//! cause spurious misses, never a stale hit.
+//!
+//! Every generation lives in a [`Slot`], named by a [`SlotId`]: a SHA-256 digest of the slot's
+//! kind, user and agent, the same in every replica, so the shared tier (`shared/`) can name the
+//! slot in Redis and in its invalidation messages without carrying user ids in clear, and every
+//! replica can bump its own copy of that slot. The table keys on the digest's first 64 bits; two
+//! slots sharing them only invalidate each other (a spurious miss), never serve each other.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
+
+use sha2::{Digest, Sha256};
 
 use super::target::{Invalidate, Scope};
 use crate::metrics;
@@ -39,9 +44,101 @@ pub struct Generations {
 
 /// The bounded generation table.
 pub struct Scopes {
-    hasher: RandomState,
     capacity: usize,
     table: Mutex<Table>,
+}
+
+/// A generation slot: what one write bumps and one read depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot<'a> {
+    /// One (user, agent); `None` is memU's `agent_id: null`.
+    Agent(&'a str, Option<&'a str>),
+    /// Every agent of a user.
+    AllAgents(&'a str),
+}
+
+/// The name of a [`Slot`]: a SHA-256 digest, the same in every replica.
+pub type SlotId = [u8; 32];
+
+impl Slot<'_> {
+    /// The slot's name: a digest of its kind and length-prefixed fields, so no two slots with
+    /// different fields share the input.
+    pub fn id(self) -> SlotId {
+        let mut hasher = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        match self {
+            Slot::Agent(user, agent) => {
+                field(b"agent");
+                field(user.as_bytes());
+                match agent {
+                    Some(agent) => {
+                        field(b"some");
+                        field(agent.as_bytes());
+                    }
+                    None => field(b"none"),
+                }
+            }
+            Slot::AllAgents(user) => {
+                field(b"all-agents");
+                field(user.as_bytes());
+            }
+        }
+        hasher.finalize().into()
+    }
+}
+
+/// The slots a read of a scope depends on (besides the everything epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSlots {
+    /// The read's own (user, agent).
+    pub own: SlotId,
+    /// The user's every-agent slot.
+    pub user: SlotId,
+}
+
+impl ReadSlots {
+    pub fn of(scope: &Scope) -> Self {
+        Self {
+            own: Slot::Agent(&scope.user, scope.agent.as_deref()).id(),
+            user: Slot::AllAgents(&scope.user).id(),
+        }
+    }
+}
+
+/// One generation a write bumps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bump {
+    Slot(SlotId),
+    /// The epoch every read depends on.
+    Everything,
+}
+
+/// The generations a write to `scope` bumps: for an agent, that agent's slot and the user's
+/// agent-less slot (reads with `agent_id: null` see every agent's memories).
+pub fn bumps(scope: &Scope, what: Invalidate) -> Vec<Bump> {
+    match what {
+        Invalidate::Agent => {
+            let own = Slot::Agent(&scope.user, scope.agent.as_deref()).id();
+            let null = Slot::Agent(&scope.user, None).id();
+            let mut bumps = vec![Bump::Slot(own)];
+            if null != own {
+                bumps.push(Bump::Slot(null));
+            }
+            bumps
+        }
+        Invalidate::AllAgents => vec![Bump::Slot(Slot::AllAgents(&scope.user).id())],
+        Invalidate::Everything => vec![Bump::Everything],
+    }
+}
+
+/// The table's key for a slot.
+fn table_key(id: &SlotId) -> u64 {
+    let mut first = [0; 8];
+    first.copy_from_slice(&id[..8]);
+    u64::from_le_bytes(first)
 }
 
 #[derive(Default)]
@@ -55,53 +152,43 @@ struct Table {
     all: u64,
 }
 
-#[derive(Hash)]
-enum Slot<'a> {
-    Agent(&'a str, Option<&'a str>),
-    AllAgents(&'a str),
-}
-
 impl Scopes {
     /// A table remembering at most `capacity` scopes.
     pub fn new(capacity: usize) -> Self {
         Self {
-            hasher: RandomState::new(),
             capacity: capacity.max(1),
             table: Mutex::new(Table::default()),
         }
     }
 
-    fn slots(&self, scope: &Scope) -> (u64, u64) {
-        let own = self
-            .hasher
-            .hash_one(Slot::Agent(&scope.user, scope.agent.as_deref()));
-        let user = self.hasher.hash_one(Slot::AllAgents(&scope.user));
-        (own, user)
-    }
-
     /// The current generations a read of `scope` depends on.
     pub fn current(&self, scope: &Scope) -> Generations {
-        let (own, user) = self.slots(scope);
+        self.current_of(&ReadSlots::of(scope))
+    }
+
+    /// The current generations of a read's slots.
+    pub fn current_of(&self, slots: &ReadSlots) -> Generations {
         let table = self.lock();
         Generations {
-            scope: table.get(own),
-            user: table.get(user),
+            scope: table.get(table_key(&slots.own)),
+            user: table.get(table_key(&slots.user)),
             all: table.all,
         }
     }
 
     /// Bumps the generations a write to `scope` invalidates.
     pub fn invalidate(&self, scope: &Scope, what: Invalidate) {
-        let (own, user) = self.slots(scope);
+        self.apply(&bumps(scope, what));
+    }
+
+    /// Bumps these generations (a write's, or another replica's, as its message names them).
+    pub fn apply(&self, bumps: &[Bump]) {
         let mut table = self.lock();
-        match what {
-            Invalidate::Agent => {
-                let null_slot = self.hasher.hash_one(Slot::Agent(&scope.user, None));
-                table.bump(own, self.capacity);
-                table.bump(null_slot, self.capacity);
+        for bump in bumps {
+            match bump {
+                Bump::Slot(id) => table.bump(table_key(id), self.capacity),
+                Bump::Everything => table.all += 1,
             }
-            Invalidate::AllAgents => table.bump(user, self.capacity),
-            Invalidate::Everything => table.all += 1,
         }
     }
 
@@ -246,6 +333,42 @@ mod tests {
         let before = scopes.current(&theirs);
         scopes.invalidate(&mine, Invalidate::Agent);
         assert_ne!(scopes.current(&theirs), before);
+    }
+
+    #[test]
+    fn slot_ids_are_stable_and_distinct() {
+        // The same in every process: the shared tier names slots by them.
+        let id = Slot::Agent("u", Some("a")).id();
+        assert_eq!(
+            id[..4],
+            [0x61, 0xa8, 0x22, 0x2e],
+            "a slot's id must never change between releases"
+        );
+        let ids = [
+            Slot::Agent("u", Some("a")).id(),
+            Slot::Agent("u", None).id(),
+            Slot::Agent("u", Some("")).id(),
+            Slot::Agent("ua", None).id(),
+            Slot::AllAgents("u").id(),
+            Slot::AllAgents("ua").id(),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn bumps_applied_by_id_invalidate_as_the_write_did() {
+        let (writer, reader) = (Scopes::new(100), Scopes::new(100));
+        let read = scope("u", None);
+        let before = reader.current(&read);
+        let write = bumps(&scope("u", Some("a")), Invalidate::Agent);
+        writer.apply(&write);
+        reader.apply(&write);
+        assert_ne!(reader.current(&read), before);
+        assert_eq!(writer.current(&read), reader.current(&read));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::scope::Generations;
 use crate::metrics;
 
 /// One stored answer.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Entry {
     pub body: Bytes,
     /// The upstream's end-to-end response headers, replayed on hits.
@@ -35,6 +35,27 @@ pub struct Entry {
     pub generations: Generations,
     pub stored_at: Instant,
     pub fresh_until: Instant,
+}
+
+impl Entry {
+    /// An answer `age` old as of `now`, fresh for `fresh_for` more; `body` and `headers` must own
+    /// their buffers (see [`Store::admit`]).
+    pub fn aged(
+        body: Bytes,
+        headers: HeaderMap,
+        generations: Generations,
+        now: Instant,
+        age: Duration,
+        fresh_for: Duration,
+    ) -> Self {
+        Self {
+            body,
+            headers,
+            generations,
+            stored_at: now.checked_sub(age).unwrap_or(now),
+            fresh_until: now + fresh_for,
+        }
+    }
 }
 
 /// What a lookup found.
@@ -157,6 +178,12 @@ impl Store {
             fresh_until: now + self.lifetimes.ttl,
         };
         self.cache.insert(key, Arc::new(entry));
+    }
+
+    /// Stores an entry built elsewhere (an answer from the shared tier, with its own age and
+    /// remaining TTL), whose buffers are already its own.
+    pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
+        self.cache.insert(key, entry);
     }
 
     /// True when `key` holds an answer valid for the `current` generations: a slower fetch that

@@ -12,6 +12,7 @@
 
 mod problems;
 mod sections;
+mod shared;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ pub use sections::{
     CacheConfig, CacheSettings, CircuitConfig, CircuitSettings, CompatSettings, LatencyConfig,
     LatencySettings, ServerSettings,
 };
+pub use shared::{redacted, SharedCacheConfig, SharedCacheSettings};
 pub use upstream::{UpstreamConfig, UpstreamSettings};
 
 /// The file format of `proxy.toml`, and the effective configuration printed by `--check-config`.
@@ -38,6 +40,7 @@ pub struct Settings {
     pub latency: LatencySettings,
     pub circuit: CircuitSettings,
     pub compat: CompatSettings,
+    pub shared_cache: SharedCacheSettings,
 }
 
 /// The validated, typed configuration the proxy runs with.
@@ -57,6 +60,8 @@ pub struct Config {
     pub latency: LatencyConfig,
     pub circuit: CircuitConfig,
     pub compat: CompatSettings,
+    /// `None`: no shared tier (`shared_cache.url` unset).
+    pub shared_cache: Option<SharedCacheConfig>,
 }
 
 /// Everything wrong with a configuration, each problem naming its key.
@@ -97,9 +102,12 @@ impl Settings {
         Self::from_toml(&text, &shown)
     }
 
-    /// The effective configuration as TOML, for `--check-config`.
+    /// The effective configuration as TOML, for `--check-config`; a password in
+    /// `shared_cache.url` is shown as `***`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let mut shown = self.clone();
+        shown.shared_cache.url = shown.shared_cache.url.as_deref().map(redacted);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
     /// Checks every value and builds the typed [`Config`]; all problems are reported together,
@@ -116,6 +124,7 @@ impl Settings {
         );
         let latency = self.latency.validate(&mut problems);
         let circuit = self.circuit.validate(&mut problems);
+        let shared_cache = self.shared_cache.validate(&mut problems);
         match (server, upstream, cache, latency, circuit) {
             (Some(server), Some(upstream), Some(cache), Some(latency), Some(circuit))
                 if problems.is_empty() =>
@@ -133,6 +142,7 @@ impl Settings {
                     latency,
                     circuit,
                     compat: self.compat.clone(),
+                    shared_cache,
                 })
             }
             _ => Err(ConfigError::Invalid(problems.into_vec())),
@@ -242,6 +252,22 @@ mod tests {
             ("circuit.cool_down_ms", |s| s.circuit.cool_down_ms = 0),
             ("circuit.cool_down_ms", |s| {
                 s.circuit.cool_down_ms = YEAR_MS + 1000
+            }),
+            ("shared_cache.url", |s| {
+                s.shared_cache.url = Some("http://h:6379".into())
+            }),
+            ("shared_cache.url", |s| {
+                s.shared_cache.url = Some("redis://h:notaport".into())
+            }),
+            ("shared_cache.key_prefix", |s| {
+                s.shared_cache.key_prefix = "a b".into()
+            }),
+            ("shared_cache.timeout_ms", |s| s.shared_cache.timeout_ms = 0),
+            ("shared_cache.timeout_ms", |s| {
+                s.shared_cache.timeout_ms = 10_001
+            }),
+            ("shared_cache.offline_grace_ms", |s| {
+                s.shared_cache.offline_grace_ms = 0
             }),
         ];
         for (key, spoil) in cases {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::cache::Generations;
+use crate::cache::{Entry, Generations};
 use crate::fallback::FallbackReason;
 use crate::routes::{field, Generation, ReadRoute};
 use crate::upstream::{Buffered, UpstreamError};
@@ -23,6 +23,8 @@ pub enum Fetched {
         stored: bool,
         upstream: Duration,
     },
+    /// A current answer from the shared tier (Redis), instead of asking memU.
+    Shared(Arc<Entry>),
     /// No usable answer: the reader gets a stale answer or the fallback.
     Failed {
         reason: FallbackReason,
@@ -139,6 +141,8 @@ pub enum WaiterAnswer<'a> {
         stored: bool,
         upstream: Duration,
     },
+    /// The shared tier's answer: a hit.
+    Shared(&'a Entry),
     /// A stale answer within the stale-if-error window if there is one, else the empty fallback.
     StaleOrEmpty {
         reason: FallbackReason,
@@ -159,6 +163,7 @@ pub fn waiter_answer(waited: &Waited) -> WaiterAnswer<'_> {
                 stored: *stored,
                 upstream: *upstream,
             },
+            Fetched::Shared(entry) => WaiterAnswer::Shared(entry),
             Fetched::Failed { reason, upstream } => WaiterAnswer::StaleOrEmpty {
                 reason: *reason,
                 upstream: Some(*upstream),

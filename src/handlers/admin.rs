@@ -31,9 +31,18 @@ pub fn serve(state: &State, path: &str) -> Handled {
         response
     } else {
         let circuit = state.circuit.state().as_str();
+        let shared = match &state.shared {
+            None => String::new(),
+            Some(shared) => format!(
+                r#","shared_cache":{{"link":"{}","stream":"{}","local_entries_trusted":{}}}"#,
+                shared.link_state().as_str(),
+                if shared.stream_up() { "up" } else { "down" },
+                shared.trusts_local(),
+            ),
+        };
         json(
             StatusCode::OK,
-            format!(r#"{{"status":"ok","circuit":"{circuit}"}}"#).into(),
+            format!(r#"{{"status":"ok","circuit":"{circuit}"{shared}}}"#).into(),
         )
     };
     Handled::local(response)

@@ -61,8 +61,12 @@ pub async fn handle(
     }
     let looked_up = started.elapsed();
 
+    let origin = match mode {
+        ClientCache::Revalidate => Origin::Revalidate,
+        ClientCache::Normal | ClientCache::Bypass => Origin::Client,
+    };
     let Some(Joining { rx, collapsed }) =
-        fetch::join(state, &read, generations, &parts, body, Origin::Client)?
+        fetch::join(state, &read, generations, &parts, body, origin)?
     else {
         return Ok(stale_or_empty(
             state,
@@ -121,6 +125,7 @@ fn answer(
             };
             respond::fetched(answer, stored, upstream, Forwarded { fwd, collapsed })
         }
+        WaiterAnswer::Shared(entry) => respond::hit(entry, HitKind::Shared),
         WaiterAnswer::StaleOrEmpty { reason, upstream } => {
             stale_or_empty(state, route, read, reason, upstream)
         }
@@ -129,6 +134,7 @@ fn answer(
 
 /// A cached answer for this read, if the cache has one to serve now: fresh, a near-duplicate's,
 /// or stale within the stale-while-revalidate window, in which case the refresh is started here.
+/// None while the shared tier's invalidation stream has been lost for longer than its grace.
 fn serve_from_cache(
     state: &Arc<State>,
     read: &KeyedRead,
@@ -136,6 +142,10 @@ fn serve_from_cache(
     parts: &request::Parts,
     body: &Bytes,
 ) -> Option<Handled> {
+    if !state.trusts_local_entries() {
+        // Cut off from the other replicas' invalidations: ask the shared tier, then memU.
+        return None;
+    }
     match state.store.lookup(&read.key, generations, Instant::now()) {
         Lookup::Fresh(entry) => return Some(respond::hit(&entry, HitKind::Fresh)),
         Lookup::Revalidate(entry) => {

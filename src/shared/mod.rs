@@ -1,0 +1,418 @@
+//! The shared cache tier: a second cache on a Redis-protocol server (Redis 7, Valkey) that every
+//! replica uses, behind each replica's local cache. Optional (`[shared_cache] url`); with it
+//! unset none of this runs.
+//!
+//! - **Two tiers.** A local miss asks Redis (one script: the answer, the generations it is judged
+//!   by, and on a miss the fetch lock) before memU; an answer found there is a hit and fills the
+//!   local cache with its remaining TTL. Every answer fetched from memU is written to Redis with
+//!   the generations its lookup read, and only while they are still current.
+//! - **Invalidation across replicas.** A write bumps the generations of its slots in Redis and
+//!   publishes them on one channel, in one script; every replica bumps its own copy of those slots
+//!   ([`Scopes::apply`]). A write made while Redis is unreachable waits in a bounded outbox and is
+//!   published when the link is back.
+//! - **Coalescing across replicas.** The replica whose lookup took the lock (a short `SET NX PX`)
+//!   fetches; the others poll for its answer until the lock is gone, then fetch themselves. A
+//!   holder that dies releases the lock by expiry.
+//! - **Failures never fail a request.** Every call is bounded by `timeout_ms`, a link that failed
+//!   is skipped until a new connection answers (`link.rs`), and a replica that has not heard the
+//!   invalidation stream for `offline_grace_ms` stops trusting its local entries as fresh
+//!   (`stream.rs`).
+//!
+//! Sits below `state` (which owns it) and above `cache`, whose keys, slots and generations it
+//! names in Redis (`names.rs`, `record.rs`). It decides nothing about HTTP.
+
+mod link;
+pub mod metrics;
+pub mod names;
+pub mod record;
+mod scripts;
+mod stream;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+
+use crate::cache::scope::{bumps, Bump};
+use crate::cache::{CacheKey, Invalidate, Scope, Scopes};
+use crate::config::{redacted, SharedCacheConfig};
+use crate::metrics::Metrics;
+pub use link::LinkState;
+use link::{Failed, Link};
+use metrics::{Op, SharedMetrics};
+use names::{hex, KeyNames, Names};
+use record::{Record, SharedGenerations};
+use scripts::Scripts;
+use stream::Stream;
+
+/// How often a replica polls for the answer of a fetch another replica holds the lock of.
+const POLL_EVERY: Duration = Duration::from_millis(10);
+/// Most writes waiting to be published; past it they collapse into one everything bump.
+const OUTBOX_CAPACITY: usize = 1024;
+
+/// The shared tier of one replica.
+pub struct SharedTier {
+    link: Link,
+    stream: Stream,
+    names: Names,
+    scripts: Scripts,
+    /// This replica's name in lock tokens and messages (a random UUID).
+    origin: String,
+    locks_taken: AtomicU64,
+    /// How long a slot's generation outlives its last bump: far longer than any answer stored
+    /// under it, so an expired generation can never make an older answer current again.
+    generation_ttl: Duration,
+    /// How long a fetch lock lasts if its holder never gives it back.
+    lock_ttl: Duration,
+    /// Every answer's TTL in Redis: the cache's TTL.
+    ttl: Duration,
+    outbox: Mutex<VecDeque<Vec<Bump>>>,
+    scopes: Arc<Scopes>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the shared tier says before a memU fetch.
+#[derive(Debug)]
+pub enum Before {
+    /// A current answer another replica (or this one, before a restart) stored.
+    Hit {
+        record: Record,
+        /// Its remaining TTL in Redis.
+        remaining: Duration,
+    },
+    /// Fetch from memU, then give the claim to [`SharedTier::after_fetch`].
+    Fetch(Claim),
+}
+
+/// What a replica needs to store the answer it fetches: the key's names, the generations the
+/// lookup read (`None`: Redis did not answer, so nothing is stored), and the lock, if it took it.
+#[derive(Debug)]
+pub struct Claim {
+    names: KeyNames,
+    generations: Option<SharedGenerations>,
+    token: Option<String>,
+}
+
+/// One lookup's result.
+enum Looked {
+    Hit(Record, Duration),
+    Miss {
+        generations: SharedGenerations,
+        locked: bool,
+    },
+}
+
+impl SharedTier {
+    /// Builds the tier and starts its background tasks (reconnects, heartbeats, the stream). It
+    /// connects in the background: the proxy serves at once, from its local cache and memU.
+    pub fn start(
+        config: &SharedCacheConfig,
+        cache_ttl: Duration,
+        read_timeout: Duration,
+        scopes: Arc<Scopes>,
+        metrics: Arc<Metrics>,
+        registry: &mut Registry,
+    ) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let shared_metrics = Arc::new(SharedMetrics::register(registry));
+        let names = Names::new(&config.key_prefix);
+        let tier = Arc::new(Self {
+            link: Link::new(
+                client.clone(),
+                config.timeout,
+                Arc::clone(&shared_metrics),
+                redacted(&config.url),
+            ),
+            stream: Stream::new(client, names.channel(), config.offline_grace, shared_metrics),
+            names,
+            scripts: Scripts::new(),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+            locks_taken: AtomicU64::new(0),
+            generation_ttl: cache_ttl * 2 + Duration::from_secs(3600),
+            lock_ttl: read_timeout + Duration::from_secs(1),
+            ttl: cache_ttl,
+            outbox: Mutex::new(VecDeque::new()),
+            scopes,
+            metrics,
+        });
+        tokio::spawn(supervise(Arc::downgrade(&tier)));
+        tokio::spawn(stream::listen(Arc::downgrade(&tier)));
+        Ok(tier)
+    }
+
+    /// The link's state, for `/healthz`.
+    pub fn link_state(&self) -> LinkState {
+        self.link.state()
+    }
+
+    /// True while the invalidation stream was heard within `offline_grace_ms`: local entries
+    /// may be served as fresh.
+    pub fn trusts_local(&self) -> bool {
+        self.stream.heard_recently()
+    }
+
+    /// True when the stream is subscribed, for `/healthz`.
+    pub fn stream_up(&self) -> bool {
+        self.stream.is_up()
+    }
+
+    /// Before a memU fetch of `key`: an answer in Redis, or a claim to fetch. While another
+    /// replica holds the key's lock, waits for its answer (polling) until the lock is gone or
+    /// `deadline`. Redis failing or slow means a claim without generations: fetch, store nothing.
+    pub async fn before_fetch(&self, key: &CacheKey, deadline: Instant) -> Before {
+        let names = self.names.of(key);
+        let token = format!(
+            "{}-{}",
+            self.origin,
+            self.locks_taken.fetch_add(1, Ordering::Relaxed)
+        );
+        loop {
+            match self.lookup(&names, &token).await {
+                Ok(Looked::Hit(record, remaining)) => return Before::Hit { record, remaining },
+                Ok(Looked::Miss {
+                    generations,
+                    locked,
+                }) if locked || Instant::now() + POLL_EVERY >= deadline => {
+                    return Before::Fetch(Claim {
+                        names,
+                        generations: Some(generations),
+                        token: locked.then_some(token),
+                    })
+                }
+                Ok(Looked::Miss { .. }) => tokio::time::sleep(POLL_EVERY).await,
+                Err(_) => {
+                    return Before::Fetch(Claim {
+                        names,
+                        generations: None,
+                        token: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// After the fetch: stores `answer` (a cacheable one) under the claim's generations, and
+    /// gives the lock back either way.
+    pub async fn after_fetch(&self, claim: Claim, answer: Option<(&HeaderMap, &Bytes)>) {
+        let Claim {
+            names,
+            generations,
+            token,
+        } = claim;
+        match (generations, answer) {
+            (Some(generations), Some((headers, body))) => {
+                let record = record::encode(generations, self.ttl, headers, body);
+                let mut invocation = self.scripts.store.prepare_invoke();
+                invocation.key(&names.generations[..]).key(&names.entry);
+                invocation.key(&names.lock);
+                invocation.arg(&generations[..]).arg(record);
+                invocation.arg(millis(self.ttl)).arg(token.as_deref().unwrap_or(""));
+                let _ = self
+                    .link
+                    .call(Op::store, |mut connection| async move {
+                        invocation.invoke_async::<i64>(&mut connection).await
+                    })
+                    .await;
+            }
+            _ => {
+                if let Some(token) = token {
+                    let mut invocation = self.scripts.release.prepare_invoke();
+                    invocation.key(&names.lock).arg(token);
+                    let _ = self
+                        .link
+                        .call(Op::release, |mut connection| async move {
+                            invocation.invoke_async::<i64>(&mut connection).await
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Publishes a write's invalidations to every replica (the local bump is the caller's); kept
+    /// in the outbox when Redis does not take them.
+    pub async fn invalidate(&self, targets: &[(Scope, Invalidate)]) {
+        let mut all: Vec<Bump> = Vec::new();
+        for (scope, what) in targets {
+            for bump in bumps(scope, *what) {
+                if !all.contains(&bump) {
+                    all.push(bump);
+                }
+            }
+        }
+        if all.is_empty() {
+            return;
+        }
+        if self.publish(&all).await.is_err() {
+            self.hold(all);
+        }
+    }
+
+    async fn lookup(&self, names: &KeyNames, token: &str) -> Result<Looked, Failed> {
+        let mut invocation = self.scripts.lookup.prepare_invoke();
+        invocation.key(&names.generations[..]).key(&names.entry);
+        invocation.key(&names.lock).arg(token).arg(millis(self.lock_ttl));
+        type Reply = (i64, Vec<u8>, i64, String, String, String);
+        let (found, entry, number, g1, g2, g3) = self
+            .link
+            .call(Op::lookup, |mut connection| async move {
+                invocation.invoke_async::<Reply>(&mut connection).await
+            })
+            .await?;
+        let parse = |g: &str| g.parse::<u64>().map_err(|_| Failed::Error);
+        let generations = [parse(&g1)?, parse(&g2)?, parse(&g3)?];
+        let hit = match (found, record::decode(&entry)) {
+            (1, Some(record)) if number > 0 => Some(record),
+            _ => None,
+        };
+        self.link.found(hit.is_some());
+        Ok(match hit {
+            Some(record) => Looked::Hit(record, Duration::from_millis(number.unsigned_abs())),
+            None => Looked::Miss {
+                generations,
+                locked: found == 0 && number == 1,
+            },
+        })
+    }
+
+    /// Bumps `all` in Redis and publishes them, in one script.
+    async fn publish(&self, all: &[Bump]) -> Result<(), Failed> {
+        let mut message = self.origin.clone();
+        let mut keys = Vec::with_capacity(all.len());
+        for bump in all {
+            match bump {
+                Bump::Slot(id) => {
+                    keys.push(self.names.generation(id));
+                    message.push(' ');
+                    message.push_str(&hex(id));
+                }
+                Bump::Everything => {
+                    keys.push(self.names.everything());
+                    message.push_str(" *");
+                }
+            }
+        }
+        let mut invocation = self.scripts.invalidate.prepare_invoke();
+        invocation.key(keys).arg(millis(self.generation_ttl));
+        invocation.arg(self.names.channel()).arg(message);
+        self.link
+            .call(Op::invalidate, |mut connection| async move {
+                invocation.invoke_async::<i64>(&mut connection).await
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Keeps unpublished bumps for later; a full outbox collapses into one everything bump.
+    fn hold(&self, all: Vec<Bump>) {
+        let mut outbox = self.lock_outbox();
+        if outbox.len() >= OUTBOX_CAPACITY {
+            outbox.clear();
+            outbox.push_back(vec![Bump::Everything]);
+        } else {
+            outbox.push_back(all);
+        }
+    }
+
+    /// Publishes what the outbox holds, oldest first, until Redis stops taking it.
+    async fn flush_outbox(&self) {
+        loop {
+            let Some(next) = self.lock_outbox().pop_front() else {
+                return;
+            };
+            if self.publish(&next).await.is_err() {
+                self.lock_outbox().push_front(next);
+                return;
+            }
+        }
+    }
+
+    fn outbox_len(&self) -> usize {
+        self.lock_outbox().len()
+    }
+
+    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, VecDeque<Vec<Bump>>> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// This replica's heartbeat: proves the stream end to end to every subscriber, itself too.
+    async fn heartbeat(&self) {
+        let channel = self.names.channel();
+        let origin = self.origin.clone();
+        let _ = self
+            .link
+            .call(Op::heartbeat, |mut connection| async move {
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(origin)
+                    .query_async::<i64>(&mut connection)
+                    .await
+            })
+            .await;
+    }
+}
+
+/// The link's keeper, every heartbeat period until the tier is dropped: reconnects while the link
+/// is down, publishes the outbox once it is up, and sends the heartbeat.
+async fn supervise(tier: std::sync::Weak<SharedTier>) {
+    loop {
+        let Some(strong) = tier.upgrade() else {
+            return;
+        };
+        if strong.link.is_up() || strong.link.reconnect().await {
+            strong.flush_outbox().await;
+            strong.heartbeat().await;
+        }
+        let every = strong.stream.heartbeat_every();
+        drop(strong);
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl std::fmt::Debug for SharedTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTier")
+            .field("link", &self.link.state())
+            .field("stream_up", &self.stream.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for SharedTier {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        crate::metrics::gauge(
+            &mut encoder,
+            "shared_cache_up",
+            "1 while the link to the shared cache tier answers",
+            None,
+            u64::from(self.link.is_up()),
+        )?;
+        crate::metrics::gauge(
+            &mut encoder,
+            "shared_cache_stream_up",
+            "1 while the invalidation stream is subscribed",
+            None,
+            u64::from(self.stream.is_up()),
+        )?;
+        crate::metrics::gauge(
+            &mut encoder,
+            "shared_cache_outbox",
+            "Writes waiting to be published to other replicas",
+            None,
+            self.outbox_len() as u64,
+        )
+    }
+}

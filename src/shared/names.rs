@@ -1,0 +1,184 @@
+//! The names the shared tier uses in Redis, from the cache's own keys and slots. Pure.
+//!
+//! Every name is the configured prefix plus a kind and a SHA-256 digest in hex: an answer
+//! (`e:`), its fetch lock (`l:`), a generation (`g:`, or `g:*` for the everything epoch), and one
+//! pub/sub channel. A key's digest covers every field of the [`CacheKey`] (route, path, tenant
+//! digest, user, agent, normalised query, canonical parameters), each length-prefixed, so two
+//! keys share a name only if they are equal: nothing crosses a tenant, user or agent, and no
+//! query text, user id or API key appears in a name.
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::scope::{ReadSlots, SlotId};
+use crate::cache::CacheKey;
+
+/// The Redis names of one cache key and of the generations it depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyNames {
+    pub entry: String,
+    pub lock: String,
+    /// The read's own slot, its user's every-agent slot, and the everything epoch: the order
+    /// the scripts and records use.
+    pub generations: [String; 3],
+}
+
+/// The name builder for one prefix.
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: Box<str>,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The names of `key`'s answer, lock and generations.
+    pub fn of(&self, key: &CacheKey) -> KeyNames {
+        let digest = hex(&key_digest(key));
+        let slots = ReadSlots::of(&key.scope);
+        KeyNames {
+            entry: format!("{}e:{digest}", self.prefix),
+            lock: format!("{}l:{digest}", self.prefix),
+            generations: [
+                self.generation(&slots.own),
+                self.generation(&slots.user),
+                self.everything(),
+            ],
+        }
+    }
+
+    /// The generation of one slot.
+    pub fn generation(&self, slot: &SlotId) -> String {
+        format!("{}g:{}", self.prefix, hex(slot))
+    }
+
+    /// The everything epoch.
+    pub fn everything(&self) -> String {
+        format!("{}g:*", self.prefix)
+    }
+
+    /// The pub/sub channel of invalidations and heartbeats.
+    pub fn channel(&self) -> String {
+        format!("{}invalidations", self.prefix)
+    }
+}
+
+/// A SHA-256 digest of every field of `key`.
+pub fn key_digest(key: &CacheKey) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(key.route.name.as_bytes());
+    field(key.path_and_query.as_bytes());
+    match &key.scope.tenant {
+        Some(tenant) => field(tenant),
+        None => field(b""),
+    }
+    field(key.scope.user.as_bytes());
+    match &key.scope.agent {
+        Some(agent) => {
+            field(b"some");
+            field(agent.as_bytes());
+        }
+        None => field(b"none"),
+    }
+    match &key.query {
+        Some(query) => {
+            field(b"some");
+            field(query.as_bytes());
+        }
+        None => field(b"none"),
+    }
+    field(key.params.as_bytes());
+    hasher.finalize().into()
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
+}
+
+/// The bytes of a 64-digit hex slot id, as [`hex`] writes it.
+pub fn parse_slot(text: &str) -> Option<SlotId> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut id = [0; 32];
+    for (byte, pair) in id.iter_mut().zip(digits.chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{read_key, tenant_of};
+    use crate::routes::ReadRoute;
+
+    fn key(authorization: Option<&[u8]>, body: &str) -> CacheKey {
+        let route = ReadRoute::V1_RELATED;
+        read_key(route, "/p", tenant_of(authorization), body.as_bytes())
+            .unwrap()
+            .key
+    }
+
+    #[test]
+    fn names_carry_digests_only() {
+        let names = Names::new("memu-proxy:");
+        let k = key(
+            Some(b"Bearer secret-key"),
+            r#"{"user_id":"alice","agent_id":"aria","query":"my cat"}"#,
+        );
+        let of = names.of(&k);
+        let all = [&of.entry, &of.lock, &of.generations[0], &of.generations[1]];
+        for name in all {
+            assert!(name.starts_with("memu-proxy:"), "{name}");
+            for secret in ["secret", "alice", "aria", "cat"] {
+                assert!(!name.contains(secret), "{name} contains {secret}");
+            }
+        }
+        assert_eq!(of.entry.len(), "memu-proxy:e:".len() + 64);
+        assert_eq!(of.generations[2], "memu-proxy:g:*");
+    }
+
+    #[test]
+    fn every_part_of_the_key_changes_the_name() {
+        let names = Names::new("p:");
+        let base = r#"{"user_id":"u","agent_id":"a","query":"q","top_k":3}"#;
+        let name = |auth: Option<&[u8]>, body: &str| names.of(&key(auth, body)).entry;
+        let same = r#"{"agent_id":"a","user_id":"u","query":"Q?","top_k":3.0}"#;
+        assert_eq!(name(None, base), name(None, same));
+        for (auth, body) in [
+            (Some(&b"Bearer k"[..]), base),
+            (None, r#"{"user_id":"v","agent_id":"a","query":"q","top_k":3}"#),
+            (None, r#"{"user_id":"u","agent_id":"b","query":"q","top_k":3}"#),
+            (None, r#"{"user_id":"u","query":"q","top_k":3}"#),
+            (None, r#"{"user_id":"u","agent_id":"a","query":"r","top_k":3}"#),
+            (None, r#"{"user_id":"u","agent_id":"a","query":"q","top_k":4}"#),
+        ] {
+            assert_ne!(name(None, base), name(auth, body), "{body}");
+        }
+    }
+
+    #[test]
+    fn slot_ids_round_trip_through_hex() {
+        let id: SlotId = std::array::from_fn(|i| (i * 37) as u8);
+        assert_eq!(parse_slot(&hex(&id)), Some(id));
+        assert_eq!(parse_slot("zz"), None);
+        assert_eq!(parse_slot(&"g".repeat(64)), None);
+    }
+}

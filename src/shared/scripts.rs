@@ -1,0 +1,89 @@
+//! The Lua scripts the shared tier runs in Redis: each is one round trip, and atomic, so an
+//! answer and the generations it is judged by are read (or written) at one instant.
+
+use redis::Script;
+
+/// KEYS: own, user, everything generations; entry; lock. ARGV: lock token ('' = no lock), lock
+/// TTL in ms. Returns `{1, record, pttl, g1, g2, g3}` for an answer stored under the current
+/// generations, else `{0, '', locked, g1, g2, g3}`, having tried to take the fetch lock when a
+/// token was given (`locked` 1: taken by this call, 0: held by another).
+const LOOKUP: &str = r"
+local g = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+local g1, g2, g3 = g[1] or '0', g[2] or '0', g[3] or '0'
+local e = redis.call('GET', KEYS[4])
+if e then
+  local a, b, c = string.match(e, '^(%d+) (%d+) (%d+) ')
+  if a == g1 and b == g2 and c == g3 then
+    return {1, e, redis.call('PTTL', KEYS[4]), g1, g2, g3}
+  end
+end
+local locked = 0
+if ARGV[1] ~= '' and redis.call('SET', KEYS[5], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  locked = 1
+end
+return {0, '', locked, g1, g2, g3}
+";
+
+/// KEYS: as LOOKUP. ARGV: g1, g2, g3 (the fetch's), record, TTL in ms, lock token. Stores the
+/// record only while the generations are still the fetch's: an answer fetched across a write
+/// never replaces the answer valid now. Gives the lock back if this token holds it. Returns 1
+/// when stored.
+const STORE: &str = r"
+local g = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+local stored = 0
+if (g[1] or '0') == ARGV[1] and (g[2] or '0') == ARGV[2] and (g[3] or '0') == ARGV[3] then
+  redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
+  stored = 1
+end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[5]) == ARGV[6] then
+  redis.call('DEL', KEYS[5])
+end
+return stored
+";
+
+/// KEYS: a lock. ARGV: token. Deletes the lock if this token holds it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// KEYS: the generations a write bumps. ARGV: slot generations' TTL in ms, channel, message.
+/// Bumps each (a slot's generation expires long after any answer that recorded it; the
+/// everything epoch never does) and publishes the message, atomically.
+const INVALIDATE: &str = r"
+for _, key in ipairs(KEYS) do
+  redis.call('INCR', key)
+  if string.sub(key, -3) ~= 'g:*' then
+    redis.call('PEXPIRE', key, ARGV[1])
+  end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return #KEYS
+";
+
+/// The scripts, hashed once (EVALSHA, loaded on first use by the redis crate).
+pub struct Scripts {
+    pub lookup: Script,
+    pub store: Script,
+    pub release: Script,
+    pub invalidate: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Self {
+            lookup: Script::new(LOOKUP),
+            store: Script::new(STORE),
+            release: Script::new(RELEASE),
+            invalidate: Script::new(INVALIDATE),
+        }
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
