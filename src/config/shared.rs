@@ -72,7 +72,10 @@ impl SharedCacheSettings {
             "must not exceed 10000 (a slow Redis is skipped, not waited on)",
         );
         problems.greater_than_0(self.offline_grace_ms, "shared_cache.offline_grace_ms");
-        problems.at_most_a_year(self.offline_grace_ms / 1000, "shared_cache.offline_grace_ms");
+        problems.at_most_a_year(
+            self.offline_grace_ms / 1000,
+            "shared_cache.offline_grace_ms",
+        );
         let url = self.url.clone()?;
         (problems.len() == before).then(|| SharedCacheConfig {
             url,

@@ -35,14 +35,18 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     let body = read_body(body, state.max_body_bytes, write_deadline(state)).await?;
     let targets: Arc<[_]> = write_targets(route, request_tenant(&parts.headers), &body).into();
-    state.invalidate_all(&targets, InvalidationCause::Write).await;
+    state
+        .invalidate_all(&targets, InvalidationCause::Write)
+        .await;
 
     let deadline = write_deadline(state);
     let exchanged = forward_buffered(state, &parts, body, RouteClassLabel::Write, deadline).await;
     let answer = exchanged.result?;
 
     if answer.status.is_success() && !targets.is_empty() {
-        state.invalidate_all(&targets, InvalidationCause::Write).await;
+        state
+            .invalidate_all(&targets, InvalidationCause::Write)
+            .await;
         if let Some(spec) = route.task {
             if let Some(task_id) = task_id(&answer.body, spec.id) {
                 tasks::track(state, &parts, task_id, targets, spec);

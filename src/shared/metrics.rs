@@ -92,7 +92,9 @@ impl SharedMetrics {
 
     /// Counts one operation, and times it unless it was skipped.
     pub fn record(&self, op: Op, result: OpResult, took: Option<Duration>) {
-        self.operations.get_or_create(&OpLabels { op, result }).inc();
+        self.operations
+            .get_or_create(&OpLabels { op, result })
+            .inc();
         if let Some(took) = took {
             self.durations
                 .get_or_create(&OpOnly { op })

@@ -130,7 +130,12 @@ impl SharedTier {
                 Arc::clone(&shared_metrics),
                 redacted(&config.url),
             ),
-            stream: Stream::new(client, names.channel(), config.offline_grace, shared_metrics),
+            stream: Stream::new(
+                client,
+                names.channel(),
+                config.offline_grace,
+                shared_metrics,
+            ),
             names,
             scripts: Scripts::new(),
             origin: uuid::Uuid::new_v4().simple().to_string(),
@@ -213,7 +218,9 @@ impl SharedTier {
                 invocation.key(&names.generations[..]).key(&names.entry);
                 invocation.key(&names.lock);
                 invocation.arg(&generations[..]).arg(record);
-                invocation.arg(millis(self.ttl)).arg(token.as_deref().unwrap_or(""));
+                invocation
+                    .arg(millis(self.ttl))
+                    .arg(token.as_deref().unwrap_or(""));
                 let _ = self
                     .link
                     .call(Op::store, |mut connection| async move {
@@ -258,7 +265,10 @@ impl SharedTier {
     async fn lookup(&self, names: &KeyNames, token: &str) -> Result<Looked, Failed> {
         let mut invocation = self.scripts.lookup.prepare_invoke();
         invocation.key(&names.generations[..]).key(&names.entry);
-        invocation.key(&names.lock).arg(token).arg(millis(self.lock_ttl));
+        invocation
+            .key(&names.lock)
+            .arg(token)
+            .arg(millis(self.lock_ttl));
         type Reply = (i64, Vec<u8>, i64, String, String, String);
         let (found, entry, number, g1, g2, g3) = self
             .link

@@ -164,11 +164,23 @@ mod tests {
         assert_eq!(name(None, base), name(None, same));
         for (auth, body) in [
             (Some(&b"Bearer k"[..]), base),
-            (None, r#"{"user_id":"v","agent_id":"a","query":"q","top_k":3}"#),
-            (None, r#"{"user_id":"u","agent_id":"b","query":"q","top_k":3}"#),
+            (
+                None,
+                r#"{"user_id":"v","agent_id":"a","query":"q","top_k":3}"#,
+            ),
+            (
+                None,
+                r#"{"user_id":"u","agent_id":"b","query":"q","top_k":3}"#,
+            ),
             (None, r#"{"user_id":"u","query":"q","top_k":3}"#),
-            (None, r#"{"user_id":"u","agent_id":"a","query":"r","top_k":3}"#),
-            (None, r#"{"user_id":"u","agent_id":"a","query":"q","top_k":4}"#),
+            (
+                None,
+                r#"{"user_id":"u","agent_id":"a","query":"r","top_k":3}"#,
+            ),
+            (
+                None,
+                r#"{"user_id":"u","agent_id":"a","query":"q","top_k":4}"#,
+            ),
         ] {
             assert_ne!(name(None, base), name(auth, body), "{body}");
         }

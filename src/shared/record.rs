@@ -107,7 +107,10 @@ mod tests {
     fn records_round_trip() {
         let body = br#"{"related_memories":[]}"#;
         let bytes = encode([3, 0, 7], Duration::from_secs(300), &headers(), body);
-        assert!(bytes.starts_with(b"3 0 7 300000\n"), "the script reads this line");
+        assert!(
+            bytes.starts_with(b"3 0 7 300000\n"),
+            "the script reads this line"
+        );
         let record = decode(&bytes).unwrap();
         assert_eq!(record.generations, [3, 0, 7]);
         assert_eq!(record.ttl, Duration::from_secs(300));

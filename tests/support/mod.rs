@@ -7,6 +7,7 @@
 pub mod child;
 pub mod memu;
 pub mod own_thread;
+pub mod redis;
 pub mod stats;
 pub mod tls;
 
