@@ -24,6 +24,7 @@
 mod link;
 pub mod metrics;
 pub mod names;
+mod outbox;
 pub mod record;
 mod scripts;
 mod stream;
@@ -47,15 +48,13 @@ use crate::metrics::Metrics;
 pub use link::LinkState;
 use link::{Failed, Link};
 use metrics::{Op, SharedMetrics};
-use names::{hex, KeyNames, Names};
+use names::{KeyNames, Names};
 use record::{Record, SharedGenerations};
 use scripts::Scripts;
 use stream::Stream;
 
 /// How often a replica polls for the answer of a fetch another replica holds the lock of.
 const POLL_EVERY: Duration = Duration::from_millis(10);
-/// Most writes waiting to be published; past it they collapse into one everything bump.
-const OUTBOX_CAPACITY: usize = 1024;
 
 /// The shared tier of one replica.
 pub struct SharedTier {
@@ -292,68 +291,6 @@ impl SharedTier {
         })
     }
 
-    /// Bumps `all` in Redis and publishes them, in one script.
-    async fn publish(&self, all: &[Bump]) -> Result<(), Failed> {
-        let mut message = self.origin.clone();
-        let mut keys = Vec::with_capacity(all.len());
-        for bump in all {
-            match bump {
-                Bump::Slot(id) => {
-                    keys.push(self.names.generation(id));
-                    message.push(' ');
-                    message.push_str(&hex(id));
-                }
-                Bump::Everything => {
-                    keys.push(self.names.everything());
-                    message.push_str(" *");
-                }
-            }
-        }
-        let mut invocation = self.scripts.invalidate.prepare_invoke();
-        invocation.key(keys).arg(millis(self.generation_ttl));
-        invocation.arg(self.names.channel()).arg(message);
-        self.link
-            .call(Op::invalidate, |mut connection| async move {
-                invocation.invoke_async::<i64>(&mut connection).await
-            })
-            .await
-            .map(drop)
-    }
-
-    /// Keeps unpublished bumps for later; a full outbox collapses into one everything bump.
-    fn hold(&self, all: Vec<Bump>) {
-        let mut outbox = self.lock_outbox();
-        if outbox.len() >= OUTBOX_CAPACITY {
-            outbox.clear();
-            outbox.push_back(vec![Bump::Everything]);
-        } else {
-            outbox.push_back(all);
-        }
-    }
-
-    /// Publishes what the outbox holds, oldest first, until Redis stops taking it.
-    async fn flush_outbox(&self) {
-        loop {
-            let Some(next) = self.lock_outbox().pop_front() else {
-                return;
-            };
-            if self.publish(&next).await.is_err() {
-                self.lock_outbox().push_front(next);
-                return;
-            }
-        }
-    }
-
-    fn outbox_len(&self) -> usize {
-        self.lock_outbox().len()
-    }
-
-    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, VecDeque<Vec<Bump>>> {
-        self.outbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// This replica's heartbeat: proves the stream end to end to every subscriber, itself too.
     async fn heartbeat(&self) {
         let channel = self.names.channel();
@@ -388,7 +325,7 @@ async fn supervise(tier: std::sync::Weak<SharedTier>) {
     }
 }
 
-fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 

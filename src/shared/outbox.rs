@@ -1,0 +1,78 @@
+//! Publishing a write's invalidations, and the outbox of those Redis did not take: bounded, kept
+//! in order, published by the supervisor (`mod.rs`) once the link is back.
+
+use std::collections::VecDeque;
+
+use super::link::Failed;
+use super::metrics::Op;
+use super::millis;
+use super::names::hex;
+use super::SharedTier;
+use crate::cache::scope::Bump;
+
+/// Most writes waiting to be published; past it they collapse into one everything bump.
+const OUTBOX_CAPACITY: usize = 1024;
+
+impl SharedTier {
+    /// Bumps `all` in Redis and publishes them, in one script.
+    pub(super) async fn publish(&self, all: &[Bump]) -> Result<(), Failed> {
+        let mut message = self.origin.clone();
+        let mut keys = Vec::with_capacity(all.len());
+        for bump in all {
+            match bump {
+                Bump::Slot(id) => {
+                    keys.push(self.names.generation(id));
+                    message.push(' ');
+                    message.push_str(&hex(id));
+                }
+                Bump::Everything => {
+                    keys.push(self.names.everything());
+                    message.push_str(" *");
+                }
+            }
+        }
+        let mut invocation = self.scripts.invalidate.prepare_invoke();
+        invocation.key(keys).arg(millis(self.generation_ttl));
+        invocation.arg(self.names.channel()).arg(message);
+        self.link
+            .call(Op::invalidate, |mut connection| async move {
+                invocation.invoke_async::<i64>(&mut connection).await
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Keeps unpublished bumps for later; a full outbox collapses into one everything bump.
+    pub(super) fn hold(&self, all: Vec<Bump>) {
+        let mut outbox = self.lock_outbox();
+        if outbox.len() >= OUTBOX_CAPACITY {
+            outbox.clear();
+            outbox.push_back(vec![Bump::Everything]);
+        } else {
+            outbox.push_back(all);
+        }
+    }
+
+    /// Publishes what the outbox holds, oldest first, until Redis stops taking it.
+    pub(super) async fn flush_outbox(&self) {
+        loop {
+            let Some(next) = self.lock_outbox().pop_front() else {
+                return;
+            };
+            if self.publish(&next).await.is_err() {
+                self.lock_outbox().push_front(next);
+                return;
+            }
+        }
+    }
+
+    pub(super) fn outbox_len(&self) -> usize {
+        self.lock_outbox().len()
+    }
+
+    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, VecDeque<Vec<Bump>>> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
