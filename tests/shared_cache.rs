@@ -27,12 +27,17 @@ async fn replica(
         tweak(s);
     })
     .await;
+    wait_for_redis(&proxy).await;
+    proxy
+}
+
+/// Waits until the replica's link and stream to Redis are both up.
+async fn wait_for_redis(proxy: &Proxy) {
     wait_until("the replica to reach Redis", 10, || async {
         let health = get(&proxy.url("/healthz")).await.json();
         health["shared_cache"]["link"] == "up" && health["shared_cache"]["stream"] == "up"
     })
     .await;
-    proxy
 }
 
 fn pets(user: &str, agent: Option<&str>) -> Value {
@@ -305,11 +310,7 @@ async fn redis_stopped_costs_nothing_and_sharing_resumes_when_it_is_back() {
     assert_eq!(health["shared_cache"]["link"], "down", "{health}");
     redis.restart();
     for proxy in [&a, &b] {
-        wait_until("the replica to reconnect", 10, || async {
-            let health = get(&proxy.url("/healthz")).await.json();
-            health["shared_cache"]["link"] == "up" && health["shared_cache"]["stream"] == "up"
-        })
-        .await;
+        wait_for_redis(proxy).await;
     }
     assert_next_read_misses(&a, &pets("w", Some("a"))).await;
     wait_for_entries(&redis, 1).await;

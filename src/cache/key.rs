@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::canonical::{canonical, canonical_fields};
+use super::digest::hex;
 use super::normalize::normalize_query;
 use super::target::{request_tenant, take_scope, Scope, Tenant};
 use crate::routes::{ReadRoute, ScopeSource};
@@ -82,10 +83,7 @@ pub fn read_key(
                 } else {
                     // Kept among the parameters as a digest: a long text is never worth its
                     // bytes in every key, nor matched as a near-duplicate.
-                    let digest: String = Sha256::digest(normalized.as_bytes())
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
+                    let digest = hex(&Sha256::digest(normalized.as_bytes()));
                     let digest = format!("sha256:{digest}");
                     fields.insert(field.name.to_owned(), Value::String(digest));
                     (None, Some(q))

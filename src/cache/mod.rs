@@ -3,6 +3,7 @@
 //! [`inflight`], which only uses a `tokio::sync::watch` channel.
 
 pub mod canonical;
+pub mod digest;
 pub mod inflight;
 pub mod key;
 pub mod normalize;

@@ -25,8 +25,7 @@ use std::sync::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
-use sha2::{Digest, Sha256};
-
+use super::digest::Fields;
 use super::target::{Invalidate, Scope};
 use crate::metrics;
 
@@ -64,29 +63,19 @@ impl Slot<'_> {
     /// The slot's name: a digest of its kind and length-prefixed fields, so no two slots with
     /// different fields share the input.
     pub fn id(self) -> SlotId {
-        let mut hasher = Sha256::new();
-        let mut field = |bytes: &[u8]| {
-            hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        };
+        let mut fields = Fields::new();
         match self {
             Slot::Agent(user, agent) => {
-                field(b"agent");
-                field(user.as_bytes());
-                match agent {
-                    Some(agent) => {
-                        field(b"some");
-                        field(agent.as_bytes());
-                    }
-                    None => field(b"none"),
-                }
+                fields
+                    .field(b"agent")
+                    .field(user.as_bytes())
+                    .optional(agent);
             }
             Slot::AllAgents(user) => {
-                field(b"all-agents");
-                field(user.as_bytes());
+                fields.field(b"all-agents").field(user.as_bytes());
             }
         }
-        hasher.finalize().into()
+        fields.finish()
     }
 }
 

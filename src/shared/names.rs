@@ -7,8 +7,8 @@
 //! keys share a name only if they are equal: nothing crosses a tenant, user or agent, and no
 //! query text, user id or API key appears in a name.
 
-use sha2::{Digest, Sha256};
-
+pub use crate::cache::digest::hex;
+use crate::cache::digest::Fields;
 use crate::cache::scope::{ReadSlots, SlotId};
 use crate::cache::CacheKey;
 
@@ -68,45 +68,21 @@ impl Names {
 
 /// A SHA-256 digest of every field of `key`.
 pub fn key_digest(key: &CacheKey) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    };
-    field(key.route.name.as_bytes());
-    field(key.path_and_query.as_bytes());
-    match &key.scope.tenant {
-        Some(tenant) => field(tenant),
-        None => field(b""),
-    }
-    field(key.scope.user.as_bytes());
-    match &key.scope.agent {
-        Some(agent) => {
-            field(b"some");
-            field(agent.as_bytes());
-        }
-        None => field(b"none"),
-    }
-    match &key.query {
-        Some(query) => {
-            field(b"some");
-            field(query.as_bytes());
-        }
-        None => field(b"none"),
-    }
-    field(key.params.as_bytes());
-    hasher.finalize().into()
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    out
+    let mut fields = Fields::new();
+    fields
+        .field(key.route.name.as_bytes())
+        .field(key.path_and_query.as_bytes())
+        .field(
+            key.scope
+                .tenant
+                .as_ref()
+                .map_or(&[][..], |tenant| &tenant[..]),
+        )
+        .field(key.scope.user.as_bytes())
+        .optional(key.scope.agent.as_deref())
+        .optional(key.query.as_deref())
+        .field(key.params.as_bytes());
+    fields.finish()
 }
 
 /// The bytes of a 64-digit hex slot id, as [`hex`] writes it.
