@@ -73,27 +73,53 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::state::State;
 
 /// The sockets the proxy serves; bound before [`run`] so tests can bind port 0 first.
 pub struct Listeners {
+    /// The main listener of the first worker, the one [`run`] is called on.
     pub main: TcpListener,
+    /// One more listener on the same address (`SO_REUSEPORT`) per further worker, each to be
+    /// registered with that worker's own runtime.
+    pub workers: Vec<std::net::TcpListener>,
     pub admin: Option<TcpListener>,
 }
 
+/// Pending connections each listener queues, as tokio's `TcpListener::bind` does.
+const LISTEN_BACKLOG: u32 = 1024;
+
 impl Listeners {
-    /// Binds the configured addresses.
+    /// Binds the configured addresses: one main listener per worker (`server.worker_threads`),
+    /// all on one port with `SO_REUSEPORT` when there are several, so the kernel spreads new
+    /// connections over the workers.
     pub async fn bind(config: &Config) -> io::Result<Self> {
-        let main = TcpListener::bind(config.listen).await?;
         let admin = match config.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        Ok(Self { main, admin })
+        if config.worker_threads <= 1 {
+            let main = TcpListener::bind(config.listen).await?;
+            return Ok(Self {
+                main,
+                workers: Vec::new(),
+                admin,
+            });
+        }
+        let main = reuse_port_listener(config.listen)?;
+        // Port 0 binds the first to a free port; the others join it there.
+        let addr = main.local_addr()?;
+        let workers = (1..config.worker_threads)
+            .map(|_| reuse_port_listener(addr)?.into_std())
+            .collect::<io::Result<_>>()?;
+        Ok(Self {
+            main,
+            workers,
+            admin,
+        })
     }
 
     /// The main listener's address.
@@ -102,24 +128,32 @@ impl Listeners {
     }
 }
 
-/// The tokio runtime for `server.worker_threads`: a current-thread runtime for 1 (the default:
-/// for a sidecar doing little CPU work per request, one thread avoids the cross-thread wake-ups
-/// that dominate loopback latency), else a multi-thread runtime (0 = one worker per core).
-pub fn runtime(config: &Config) -> io::Result<tokio::runtime::Runtime> {
-    let mut builder = match config.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n);
-            builder
-        }
+/// A listener on `addr` that other listeners of this process may share (`SO_REUSEPORT`).
+fn reuse_port_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
-    builder.enable_all().build()
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The runtime of one worker: a current-thread tokio runtime. Every worker runs its own, and
+/// with its own listener it never wakes another thread to serve a connection: for a sidecar
+/// doing little CPU work per request, cross-thread wake-ups are what dominates loopback latency
+/// (tokio's work-stealing runtime measured slower here, `README.md`).
+pub fn runtime(_config: &Config) -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Runs the proxy until `shutdown` completes, then drains in-flight requests for at most
-/// `server.shutdown_grace_ms`.
+/// `server.shutdown_grace_ms`. The first worker serves on the calling runtime; each further
+/// worker (`listeners.workers`) on a thread and runtime of its own. All share one [`State`]:
+/// the cache, the scopes, the metrics and the connection cap.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let state = Arc::new(State::new(&config));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -128,31 +162,55 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
     };
+    let open = Arc::new(Semaphore::new(config.max_connections));
+    let workers: Vec<_> = (listeners.workers.into_iter().enumerate())
+        .map(|(i, listener)| {
+            let worker = server::Worker {
+                index: i + 1,
+                service: stack::service(Arc::clone(&state)),
+                bounds,
+                open: Arc::clone(&open),
+                stop: stop_rx.clone(),
+                grace,
+                accepted: Some(state.metrics.accepted(i + 1)),
+            };
+            worker.spawn_thread(listener)
+        })
+        .collect();
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(server::serve(
-        listeners.main,
-        stack::service(Arc::clone(&state)),
+    let first = server::Worker {
+        index: 0,
+        service: stack::service(Arc::clone(&state)),
         bounds,
-        stop_rx.clone(),
+        open,
+        stop: stop_rx.clone(),
         grace,
-    ));
+        accepted: Some(state.metrics.accepted(0)),
+    };
+    servers.spawn(first.serve(listeners.main));
     if let Some(admin) = listeners.admin {
-        let bounds = server::ConnectionBounds {
-            max_connections: limits::ADMIN_MAX_CONNECTIONS,
-            ..bounds
-        };
-        servers.spawn(server::serve(
-            admin,
-            stack::admin_service(Arc::clone(&state)),
-            bounds,
-            stop_rx,
+        let admin_worker = server::Worker {
+            index: 0,
+            service: stack::admin_service(Arc::clone(&state)),
+            bounds: server::ConnectionBounds {
+                max_connections: limits::ADMIN_MAX_CONNECTIONS,
+                ..bounds
+            },
+            open: Arc::new(Semaphore::new(limits::ADMIN_MAX_CONNECTIONS)),
+            stop: stop_rx,
             grace,
-        ));
+            accepted: None,
+        };
+        servers.spawn(admin_worker.serve(admin));
     }
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
+    for done in workers {
+        // Completes when the worker's thread has drained and dropped its runtime.
+        let _ = done.await;
+    }
 }
 
 #[cfg(test)]
@@ -160,14 +218,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_runtime_is_current_thread_and_zero_means_one_per_core() {
+    fn every_worker_runs_a_current_thread_runtime_and_zero_means_one_per_core() {
         let mut settings = config::Settings::default();
         let config = settings.validate().unwrap();
+        assert_eq!(config.worker_threads, 1);
         let flavor = runtime(&config).unwrap().handle().runtime_flavor();
         assert_eq!(flavor, tokio::runtime::RuntimeFlavor::CurrentThread);
         settings.server.worker_threads = 0;
-        let config = settings.validate().unwrap();
-        let flavor = runtime(&config).unwrap().handle().runtime_flavor();
-        assert_eq!(flavor, tokio::runtime::RuntimeFlavor::MultiThread);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(settings.validate().unwrap().worker_threads, cores);
+        settings.server.worker_threads = 1025;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("server.worker_threads"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn several_workers_listen_on_one_port() {
+        let mut settings = config::Settings::default();
+        settings.server.listen = "127.0.0.1:0".into();
+        settings.server.worker_threads = 3;
+        let listeners = Listeners::bind(&settings.validate().unwrap())
+            .await
+            .unwrap();
+        let port = listeners.local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert_eq!(listeners.workers.len(), 2);
+        for worker in &listeners.workers {
+            assert_eq!(worker.local_addr().unwrap().port(), port);
+        }
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! [`Collector`]: prometheus_client::collector::Collector
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::{
@@ -110,8 +111,31 @@ struct CauseLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BackgroundLabels {
     event: BackgroundEvent,
+}
+
+/// The series every request updates, each taken from its family on first use and kept (a
+/// family lookup takes a lock and hashes the labels). Created on first use, as the family would,
+/// so `/metrics` shows the same series; indexed by the label enums' discriminants, with the
+/// family itself as the fallback should an index ever be out of range.
+struct PerRequest {
+    requests: [[OnceLock<Counter>; Outcome::COUNT]; RouteClassLabel::COUNT],
+    durations: [OnceLock<Histogram>; RouteClassLabel::COUNT],
+}
+
+impl Default for PerRequest {
+    fn default() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+            durations: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -123,6 +147,8 @@ fn latency_histogram() -> Histogram {
 
 /// The families the request path updates.
 pub struct Metrics {
+    /// Every request's two series, resolved once per label set.
+    per_request: PerRequest,
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<RouteLabels>,
     upstream_duration: HistogramFamily<RouteLabels>,
@@ -132,12 +158,14 @@ pub struct Metrics {
     stale: Family<ReasonLabels, Counter>,
     background: Family<BackgroundLabels, Counter>,
     prewarms: Counter,
+    connections: Family<WorkerLabels, Counter>,
 }
 
 impl Metrics {
     /// Creates the families and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
+            per_request: PerRequest::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             upstream_duration: Family::new_with_constructor(latency_histogram),
@@ -147,6 +175,7 @@ impl Metrics {
             stale: Family::default(),
             background: Family::default(),
             prewarms: Counter::default(),
+            connections: Family::default(),
         };
         let r = registry;
         r.register(
@@ -196,19 +225,55 @@ impl Metrics {
             "Accepted POST /prewarm requests",
             metrics.prewarms.clone(),
         );
+        r.register(
+            "connections_accepted",
+            "Client connections accepted on the main listener, by worker (server.worker_threads)",
+            metrics.connections.clone(),
+        );
         metrics
     }
 
     pub fn request(&self, route_class: RouteClassLabel, outcome: Outcome, duration: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route_class,
-                outcome,
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&RouteLabels { route_class })
-            .observe(duration.as_secs_f64());
+        let (row, column) = (route_class as usize, outcome as usize);
+        match self
+            .per_request
+            .requests
+            .get(row)
+            .and_then(|r| r.get(column))
+        {
+            Some(cell) => cell
+                .get_or_init(|| self.request_series(route_class, outcome))
+                .inc(),
+            None => self.request_series(route_class, outcome).inc(),
+        };
+        let seconds = duration.as_secs_f64();
+        match self.per_request.durations.get(row) {
+            Some(cell) => cell
+                .get_or_init(|| self.duration_series(route_class))
+                .observe(seconds),
+            None => self.duration_series(route_class).observe(seconds),
+        }
+    }
+
+    /// The counter of connections worker `worker` accepts, created (at 0) now.
+    pub fn accepted(&self, worker: usize) -> Counter {
+        let labels = WorkerLabels {
+            worker: u32::try_from(worker).unwrap_or(u32::MAX),
+        };
+        self.connections.get_or_create(&labels).clone()
+    }
+
+    fn duration_series(&self, route_class: RouteClassLabel) -> Histogram {
+        let labels = RouteLabels { route_class };
+        self.request_duration.get_or_create(&labels).clone()
+    }
+
+    fn request_series(&self, route_class: RouteClassLabel, outcome: Outcome) -> Counter {
+        let labels = RequestLabels {
+            route_class,
+            outcome,
+        };
+        self.requests.get_or_create(&labels).clone()
     }
 
     pub fn upstream(&self, route_class: RouteClassLabel, duration: Duration) {

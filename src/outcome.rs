@@ -50,6 +50,9 @@ pub enum Outcome {
 }
 
 impl RouteClassLabel {
+    /// How many there are (metrics index their series by discriminant).
+    pub const COUNT: usize = 6;
+
     /// The label value in metrics and logs.
     pub fn as_label(self) -> &'static str {
         match self {
@@ -64,6 +67,9 @@ impl RouteClassLabel {
 }
 
 impl Outcome {
+    /// How many there are (metrics index their series by discriminant).
+    pub const COUNT: usize = 10;
+
     /// The label value in metrics and logs.
     pub fn as_label(self) -> &'static str {
         match self {
@@ -112,4 +118,18 @@ pub struct RequestInfo {
     pub detail: Option<&'static str>,
     pub method: Method,
     pub path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counts_cover_the_last_variants() {
+        assert_eq!(
+            RouteClassLabel::Unknown as usize + 1,
+            RouteClassLabel::COUNT
+        );
+        assert_eq!(Outcome::Local as usize + 1, Outcome::COUNT);
+    }
 }

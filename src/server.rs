@@ -1,6 +1,11 @@
 //! The accept loop: hyper-util's HTTP/1 + HTTP/2 server over each listener, with graceful
 //! shutdown that stops accepting, lets in-flight requests finish, and gives up after the grace.
 //!
+//! A [`Worker`] is one accept loop and its connections on one current-thread runtime; with
+//! `server.worker_threads` > 1 each further worker runs on a thread of its own with its own
+//! `SO_REUSEPORT` listener (`lib.rs` binds them), so a connection is served start to end by the
+//! thread the kernel handed it to, as nginx's workers do.
+//!
 //! Every connection is bounded: at most `max_connections` are open at once (past it a new one is
 //! closed at once, so the clients already connected keep being served), and one that stays idle
 //! for `idle_timeout` is dropped (`idle.rs`). When accepting fails (out of descriptors) the loop
@@ -16,8 +21,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::body::ProxyBody;
@@ -35,82 +41,127 @@ pub struct ConnectionBounds {
     pub max_connections: usize,
 }
 
-/// Serves `service` on `listener` until `stop` changes, then drains for at most `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    service: HttpService,
-    bounds: ConnectionBounds,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let mut builder = Builder::new(TokioExecutor::new());
-    // Without a timer, hyper's header-read timeout panics on every connection (hyper#3567).
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    let open = Arc::new(Semaphore::new(bounds.max_connections));
-    let mut out_of_descriptors = Episode::default();
-    let mut at_capacity = Episode::default();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                accept_failed(&error, &mut out_of_descriptors).await;
-                continue;
-            }
-        };
-        if let Some(failures) = out_of_descriptors.ended() {
-            tracing::info!(failures, "accepting connections again");
-        }
-        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
-            // Closed at once: the client learns now, and the descriptor is free again.
-            drop(stream);
-            if at_capacity.failed() {
-                tracing::warn!(
-                    max_connections = bounds.max_connections,
-                    "connection limit reached: closing new connections"
-                );
-            }
-            continue;
-        };
-        if let Some(refused) = at_capacity.ended() {
-            tracing::info!(refused, "below the connection limit again");
-        }
-        let activity = Activity::new();
-        let connection = builder
-            .serve_connection(
-                TokioIo::new(TrackedIo::new(with_nodelay(stream), Arc::clone(&activity))),
-                per_connection(service.clone(), Arc::clone(&activity)),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            tokio::select! {
-                // The connection first: bytes that arrive as the idle timer fires are served.
-                biased;
-                result = connection => if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                },
-                () = activity.idle(bounds.idle_timeout) => {
-                    tracing::debug!("closed an idle connection");
+/// One worker: a listener's accept loop and its connections, on one runtime. Workers share the
+/// service's state and the connection cap; each has its own listener.
+pub struct Worker {
+    /// 0 for the first worker (on the caller's runtime), 1.. for the others.
+    pub index: usize,
+    pub service: HttpService,
+    pub bounds: ConnectionBounds,
+    /// The connection cap, shared by the workers of one listening address.
+    pub open: Arc<Semaphore>,
+    pub stop: watch::Receiver<bool>,
+    pub grace: Duration,
+    /// Counts the connections this worker accepted (`/metrics`), if it is a main-listener worker.
+    pub accepted: Option<Counter>,
+}
+
+impl Worker {
+    /// Runs this worker on a thread of its own, in a current-thread runtime, serving `listener`
+    /// (registered with that runtime). The receiver completes when the thread has drained its
+    /// connections and dropped its runtime.
+    pub fn spawn_thread(self, listener: std::net::TcpListener) -> oneshot::Receiver<()> {
+        let (done, finished) = oneshot::channel::<()>();
+        let index = self.index;
+        let spawned = std::thread::Builder::new()
+            .name(format!("memu-proxy-{index}"))
+            .spawn(move || {
+                // Declared first, dropped last: after the runtime and everything on it.
+                let _done = done;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let served = runtime.and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        self.serve(listener).await;
+                        Ok(())
+                    })
+                });
+                if let Err(error) = served {
+                    tracing::error!(%error, worker = index, "worker could not start");
                 }
-            }
-            drop::<OwnedSemaphorePermit>(permit);
-        });
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, worker = index, "worker thread could not start");
+        }
+        finished
     }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace_ms = grace.as_millis() as u64,
-            "shutdown grace expired with requests in flight"
-        );
+
+    /// Serves `listener` until `stop` changes, then drains for at most `grace`.
+    pub async fn serve(mut self, listener: TcpListener) {
+        let mut builder = Builder::new(TokioExecutor::new());
+        // Without a timer, hyper's header-read timeout panics on every connection (hyper#3567).
+        builder.http1().timer(TokioTimer::new());
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let mut out_of_descriptors = Episode::default();
+        let mut at_capacity = Episode::default();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = self.stop.changed() => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    accept_failed(&error, &mut out_of_descriptors).await;
+                    continue;
+                }
+            };
+            if let Some(failures) = out_of_descriptors.ended() {
+                tracing::info!(failures, "accepting connections again");
+            }
+            let Ok(permit) = Arc::clone(&self.open).try_acquire_owned() else {
+                // Closed at once: the client learns now, and the descriptor is free again.
+                drop(stream);
+                if at_capacity.failed() {
+                    tracing::warn!(
+                        max_connections = self.bounds.max_connections,
+                        "connection limit reached: closing new connections"
+                    );
+                }
+                continue;
+            };
+            if let Some(refused) = at_capacity.ended() {
+                tracing::info!(refused, "below the connection limit again");
+            }
+            if let Some(accepted) = &self.accepted {
+                accepted.inc();
+            }
+            let activity = Activity::new();
+            let connection = builder
+                .serve_connection(
+                    TokioIo::new(TrackedIo::new(with_nodelay(stream), Arc::clone(&activity))),
+                    per_connection(self.service.clone(), Arc::clone(&activity)),
+                )
+                .into_owned();
+            let connection = graceful.watch(connection);
+            let idle_timeout = self.bounds.idle_timeout;
+            tokio::spawn(async move {
+                tokio::select! {
+                    // The connection first: bytes that arrive as the idle timer fires are served.
+                    biased;
+                    result = connection => if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    },
+                    () = activity.idle(idle_timeout) => {
+                        tracing::debug!("closed an idle connection");
+                    }
+                }
+                drop::<OwnedSemaphorePermit>(permit);
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(self.grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "shutdown grace expired with requests in flight"
+            );
+        }
     }
 }
 

@@ -72,8 +72,10 @@ where
         .map_response(move |response| json_payload_too_large(response, limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .service_fn(move |request| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(handlers::dispatch(state, request).await) }
+            // Boxed once, here: each layer above moves its inner future into its own, and they
+            // then move a pointer instead of the whole handler's state.
+            let dispatched = Box::pin(handlers::dispatch(Arc::clone(&state), request));
+            async move { Ok::<_, Infallible>(dispatched.await) }
         })
 }
 

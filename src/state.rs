@@ -14,6 +14,7 @@ use quick_cache::sync::Cache as BoundedMap;
 use tokio::sync::Semaphore;
 
 use crate::cache::inflight::Inflight;
+use crate::cache::memo::KeyMemo;
 use crate::cache::similar::SimilarIndex;
 use crate::cache::{CacheKey, Generations, Invalidate, Lifetimes, Scope, Scopes, Store};
 use crate::circuit::Circuit;
@@ -75,6 +76,8 @@ pub const MAX_TASK_POLLERS: usize = 256;
 pub struct State {
     pub(crate) upstream: Upstream,
     pub(crate) store: Arc<Store>,
+    /// Exact repeats of a retrieval → its key, without parsing it again.
+    pub(crate) keys: KeyMemo,
     pub(crate) scopes: Arc<Scopes>,
     pub(crate) inflight: Arc<InflightFetches>,
     /// memorize task id → the scopes to invalidate again when the task succeeds.
@@ -112,15 +115,16 @@ impl State {
             stale_while_revalidate: config.cache.stale_while_revalidate,
             stale_if_error: config.cache.stale_if_error,
         };
-        // With near-duplicate hits on, their index takes an eighth of `cache.max_bytes` and the
-        // answers the rest: together they stay within the bound.
+        // With near-duplicate hits on, their index takes an eighth of `cache.max_bytes`, the key
+        // memo a sixteenth, and the answers the rest: together they stay within the bound.
         let similar_bytes = if config.cache.similarity_threshold > 0.0 {
             config.cache.max_bytes / 8
         } else {
             0
         };
+        let memo_bytes = config.cache.max_bytes / 16;
         let store = Arc::new(Store::new(
-            config.cache.max_bytes - similar_bytes,
+            config.cache.max_bytes - similar_bytes - memo_bytes,
             lifetimes,
         ));
         let scopes = Arc::new(Scopes::new(config.cache.max_scopes));
@@ -149,6 +153,7 @@ impl State {
         Self {
             upstream: Upstream::new(&config.upstream, Arc::clone(&circuit)),
             store,
+            keys: KeyMemo::new(memo_bytes),
             scopes,
             inflight,
             tasks: BoundedMap::new(config.cache.max_tracked_tasks),

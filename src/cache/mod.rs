@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod digest;
 pub mod inflight;
 pub mod key;
+pub mod memo;
 pub mod normalize;
 pub mod scope;
 pub mod similar;

@@ -50,6 +50,7 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// `server.worker_threads`, with 0 resolved to the number of cores: at least 1.
     pub worker_threads: usize,
     /// `server.idle_timeout_ms`.
     pub idle_timeout: Duration,

@@ -24,8 +24,9 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
     pub shutdown_grace_ms: u64,
-    /// Runtime threads: 1 (a sidecar's default: no cross-thread wake-ups), N, or 0 for one per
-    /// CPU core.
+    /// Workers: N threads, each a single-threaded runtime with its own `SO_REUSEPORT` listener,
+    /// sharing the cache (thread per core, as nginx runs workers); 0 = one per CPU core. 1, a
+    /// sidecar's default, leaves the other cores to the app.
     pub worker_threads: usize,
     /// A client connection on which nothing is received or sent for this long, and no request is
     /// being handled, is closed: before its first byte and between keep-alive requests.
@@ -61,6 +62,17 @@ pub(super) struct ServerConfig {
     pub(super) max_connections: usize,
 }
 
+/// The most workers `server.worker_threads` may ask for.
+const MAX_WORKER_THREADS: usize = 1024;
+
+/// `server.worker_threads` as a count of workers: 0 is one per core.
+fn workers(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    }
+}
+
 impl ServerSettings {
     pub(super) fn validate(&self, problems: &mut Problems) -> Option<ServerConfig> {
         let before = problems.len();
@@ -79,6 +91,11 @@ impl ServerSettings {
         problems.at_most_a_year(self.shutdown_grace_ms / 1000, "server.shutdown_grace_ms");
         problems.greater_than_0(self.idle_timeout_ms, "server.idle_timeout_ms");
         problems.at_most_a_year(self.idle_timeout_ms / 1000, "server.idle_timeout_ms");
+        problems.check(
+            self.worker_threads <= MAX_WORKER_THREADS,
+            "server.worker_threads",
+            "must not exceed 1024 (0 = one per core)",
+        );
         problems.greater_than_0(self.max_connections, "server.max_connections");
         // Far above any open-files limit, and far below what a semaphore can count.
         problems.check(
@@ -92,7 +109,7 @@ impl ServerSettings {
                 admin_listen,
                 max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
                 shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
-                worker_threads: self.worker_threads,
+                worker_threads: workers(self.worker_threads),
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
                 max_connections: self.max_connections,
             }),

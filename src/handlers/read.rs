@@ -18,10 +18,10 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::cache::inflight::outcome;
-use crate::cache::{request_key, Entry, Generations, KeyedRead, Lookup};
+use crate::cache::{Entry, Generations, KeyedRead, Lookup};
 use crate::decide::{judge, repair, waiter_answer, Judgement, Waited, WaiterAnswer};
 use crate::error::ProxyError;
-use crate::exchange::{deadline, forward_buffered, read_body};
+use crate::exchange::{forward_buffered, read_body};
 use crate::fallback::FallbackReason;
 use crate::fetch::{self, FetchReceiver, Joining, Origin};
 use crate::headers::{client_cache, request_budget, ClientCache, Fwd};
@@ -38,50 +38,93 @@ pub async fn handle(
 ) -> Result<Handled, ProxyError> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let budget = request_budget(&parts.headers, state.budget, state.upstream.timeout())?;
-    let body = read_body(body, state.max_body_bytes, deadline(state)).await?;
+    let timeout = state.upstream.timeout();
+    let budget = request_budget(&parts.headers, state.budget, timeout)?;
+    let body = read_body(body, state.max_body_bytes, started + timeout).await?;
     // The hard deadline bounds memU's part, so it starts once the body is in; the budget is the
     // client's, so it counts from the request's arrival.
-    let hard_deadline = deadline(state);
-    let answer_by = budget.map_or(hard_deadline, |budget| {
-        (started + budget).min(hard_deadline)
-    });
+    let body_in = Instant::now();
+    let hard_deadline = body_in + timeout;
     let mode = client_cache(&parts.headers);
     // Keyed even when the cache is off: the key carries the query the fallback echoes.
-    let read = match request_key(route, &parts, &body) {
-        Some(read) if state.cache_enabled && mode != ClientCache::Bypass => read,
-        read => return bypass(state, route, &parts, body, read, hard_deadline).await,
+    let keyed = state.keys.keyed(route, &parts, &body);
+    let keyed = match keyed {
+        Some(keyed) if state.cache_enabled && mode != ClientCache::Bypass => keyed,
+        keyed => {
+            let read = keyed.as_ref().map(|keyed| &keyed.read);
+            return Box::pin(bypass(state, route, &parts, body, read, hard_deadline)).await;
+        }
     };
+    let read = &keyed.read;
 
-    let generations = state.scopes.current(&read.key.scope);
+    let generations = state.scopes.current_of(&keyed.slots);
     if mode == ClientCache::Normal {
-        if let Some(handled) = serve_from_cache(state, &read, generations, &parts, &body) {
+        if let Some(handled) = serve_from_cache(state, read, generations, &parts, &body, body_in) {
             return Ok(timed(handled, started));
         }
     }
-    let looked_up = started.elapsed();
+    let clock = Clock {
+        started,
+        looked_up: started.elapsed(),
+        answer_by: budget.map_or(hard_deadline, |budget| {
+            (started + budget).min(hard_deadline)
+        }),
+        hard_deadline,
+    };
+    // Boxed: a cache hit's future does not carry the fetch's and the wait's state.
+    Box::pin(fetch_and_answer(
+        state,
+        route,
+        read,
+        generations,
+        (&parts, body),
+        mode,
+        clock,
+    ))
+    .await
+}
 
+/// A miss's timeline: when the request arrived, how long the cache lookup took, and when the
+/// client must be answered (budget) and memU given up on (hard deadline).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    started: Instant,
+    looked_up: Duration,
+    answer_by: Instant,
+    hard_deadline: Instant,
+}
+
+/// A miss: joins (or starts) the fetch, waits for it within the budget, and answers.
+async fn fetch_and_answer(
+    state: &Arc<State>,
+    route: ReadRoute,
+    read: &KeyedRead,
+    generations: Generations,
+    (parts, body): (&request::Parts, Bytes),
+    mode: ClientCache,
+    clock: Clock,
+) -> Result<Handled, ProxyError> {
     let origin = match mode {
         ClientCache::Revalidate => Origin::Revalidate,
         ClientCache::Normal | ClientCache::Bypass => Origin::Client,
     };
     let Some(Joining { rx, collapsed }) =
-        fetch::join(state, &read, generations, &parts, body, origin)?
+        fetch::join(state, read, generations, parts, body, origin)?
     else {
         return Ok(stale_or_empty(
             state,
             route,
-            &read,
+            read,
             FallbackReason::Overload,
             None,
         ));
     };
-    let waited = wait(rx, answer_by, hard_deadline, started).await;
-    let mut handled = answer(state, route, &read, &waited, mode, collapsed);
+    let waited = wait(rx, clock.answer_by, clock.hard_deadline, clock.started).await;
+    let mut handled = answer(state, route, read, &waited, mode, collapsed);
     let upstream = handled.upstream.unwrap_or_default();
     add_timing(
         handled.response.headers_mut(),
-        &[("cache", looked_up), ("upstream", upstream)],
+        &[("cache", clock.looked_up), ("upstream", upstream)],
     );
     Ok(handled)
 }
@@ -141,12 +184,13 @@ fn serve_from_cache(
     generations: Generations,
     parts: &request::Parts,
     body: &Bytes,
+    now: Instant,
 ) -> Option<Handled> {
     if !state.trusts_local_entries() {
         // Cut off from the other replicas' invalidations: ask the shared tier, then memU.
         return None;
     }
-    match state.store.lookup(&read.key, generations, Instant::now()) {
+    match state.store.lookup(&read.key, generations, now) {
         Lookup::Fresh(entry) => return Some(respond::hit(&entry, HitKind::Fresh)),
         Lookup::Revalidate(entry) => {
             fetch::start_background(state, read, generations, parts, body.clone());
@@ -155,14 +199,18 @@ fn serve_from_cache(
         }
         Lookup::Miss => {}
     }
-    similar_hit(state, read, generations).map(|entry| respond::hit(&entry, HitKind::Similar))
+    similar_hit(state, read, generations, now).map(|entry| respond::hit(&entry, HitKind::Similar))
 }
 
 /// A fresh cached answer for a near-duplicate of this query (same scope, route and parameters),
 /// when `cache.similarity_threshold` is on.
-fn similar_hit(state: &State, read: &KeyedRead, generations: Generations) -> Option<Arc<Entry>> {
+fn similar_hit(
+    state: &State,
+    read: &KeyedRead,
+    generations: Generations,
+    now: Instant,
+) -> Option<Arc<Entry>> {
     let (index, threshold) = state.similar.as_ref()?;
-    let now = Instant::now();
     index
         .find(&read.key, *threshold)
         .into_iter()
@@ -219,7 +267,7 @@ async fn bypass(
     route: ReadRoute,
     parts: &request::Parts,
     body: Bytes,
-    read: Option<KeyedRead>,
+    read: Option<&KeyedRead>,
     deadline: Instant,
 ) -> Result<Handled, ProxyError> {
     let exchanged = forward_buffered(state, parts, body, RouteClassLabel::Read, deadline).await;
@@ -231,7 +279,7 @@ async fn bypass(
             state.fill_null_timestamps,
         ) {
             Judgement::Fallback(reason) => {
-                let mut handled = fallback(state, route, &read, reason, Some(upstream));
+                let mut handled = fallback(state, route, read, reason, Some(upstream));
                 add_timing(handled.response.headers_mut(), &[("upstream", upstream)]);
                 handled
             }
