@@ -40,7 +40,8 @@ pub struct Cli {
     /// Largest accepted request body in bytes (server.max_body_bytes).
     #[arg(long, env = "MEMU_PROXY_MAX_BODY_BYTES", value_name = "N")]
     pub max_body_bytes: Option<u64>,
-    /// Runtime threads, 0 = one per core (server.worker_threads).
+    /// Workers, each a thread with its own SO_REUSEPORT listener; 0 = one per core
+    /// (server.worker_threads).
     #[arg(long, env = "MEMU_PROXY_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
     /// Close client connections idle this long, in milliseconds (server.idle_timeout_ms).
