@@ -30,7 +30,9 @@ use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::body::{full, BoxError, ProxyBody};
@@ -62,7 +64,7 @@ where
         .layer(BoxCloneService::layer())
         .map_future(move |future| finish(future, Arc::clone(&metrics)))
         .map_response(box_body)
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(NewUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -100,7 +102,7 @@ pub fn admin_service<B: Send + 'static>(state: Arc<State>) -> Stack<B> {
     ServiceBuilder::new()
         .layer(BoxCloneService::layer())
         .map_future(move |future| finish(future, Arc::clone(&metrics)))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(NewUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
         .service_fn(move |request| {
             let state = Arc::clone(&state);
@@ -146,6 +148,19 @@ where
         "request"
     );
     Ok(response)
+}
+
+/// A new request id: a random (v4) UUID, as tower-http's `MakeRequestUuid` makes, written
+/// straight into the header value instead of through a `String`.
+#[derive(Debug, Clone, Copy)]
+struct NewUuid;
+
+impl MakeRequestId for NewUuid {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(text).ok().map(RequestId::new)
+    }
 }
 
 /// The header carrying the request id: accepted from the client, else generated; returned in the
@@ -319,6 +334,22 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_without_an_id_gets_a_new_v4_uuid() {
+        let state = state(|_| {});
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let health = request(Method::GET, "/healthz", json(""));
+            let (_, headers, _) = call(service(Arc::clone(&state)), health).await;
+            let id = headers[REQUEST_ID].to_str().unwrap().to_owned();
+            let uuid = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(uuid.get_version_num(), 4, "{id}");
+            assert_eq!(id, uuid.hyphenated().to_string(), "lower-case, hyphenated");
+            ids.push(id);
+        }
+        assert_ne!(ids[0], ids[1]);
     }
 
     #[tokio::test]
