@@ -79,6 +79,8 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::Config;
 use crate::state::State;
 
+pub use server::runtime;
+
 /// The sockets the proxy serves; bound before [`run`] so tests can bind port 0 first.
 pub struct Listeners {
     /// The main listener of the first worker, the one [`run`] is called on.
@@ -140,16 +142,6 @@ fn reuse_port_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// The runtime of one worker: a current-thread tokio runtime. Every worker runs its own, and
-/// with its own listener it never wakes another thread to serve a connection: for a sidecar
-/// doing little CPU work per request, cross-thread wake-ups are what dominates loopback latency
-/// (tokio's work-stealing runtime measured slower here, `README.md`).
-pub fn runtime(_config: &Config) -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
 /// Runs the proxy until `shutdown` completes, then drains in-flight requests for at most
 /// `server.shutdown_grace_ms`. The first worker serves on the calling runtime; each further
 /// worker (`listeners.workers`) on a thread and runtime of its own. All share one [`State`]:
@@ -162,45 +154,31 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
     };
-    let open = Arc::new(Semaphore::new(config.max_connections));
-    let workers: Vec<_> = (listeners.workers.into_iter().enumerate())
-        .map(|(i, listener)| {
-            let worker = server::Worker {
-                index: i + 1,
-                service: stack::service(Arc::clone(&state)),
-                bounds,
-                open: Arc::clone(&open),
-                stop: stop_rx.clone(),
-                grace,
-                accepted: Some(state.metrics.accepted(i + 1)),
-            };
-            worker.spawn_thread(listener)
-        })
-        .collect();
-    let mut servers = tokio::task::JoinSet::new();
-    let first = server::Worker {
-        index: 0,
-        service: stack::service(Arc::clone(&state)),
+    let worker = |index, service, open, accepted| server::Worker {
+        index,
+        service,
         bounds,
         open,
         stop: stop_rx.clone(),
         grace,
-        accepted: Some(state.metrics.accepted(0)),
+        accepted,
     };
-    servers.spawn(first.serve(listeners.main));
+    let open = Arc::new(Semaphore::new(config.max_connections));
+    let main_worker = |index| {
+        let service = stack::service(Arc::clone(&state));
+        let accepted = Some(state.metrics.accepted(index));
+        worker(index, service, Arc::clone(&open), accepted)
+    };
+    let workers: Vec<_> = (listeners.workers.into_iter().enumerate())
+        .map(|(i, listener)| main_worker(i + 1).spawn_thread(listener))
+        .collect();
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(main_worker(0).serve(listeners.main));
     if let Some(admin) = listeners.admin {
-        let admin_worker = server::Worker {
-            index: 0,
-            service: stack::admin_service(Arc::clone(&state)),
-            bounds: server::ConnectionBounds {
-                max_connections: limits::ADMIN_MAX_CONNECTIONS,
-                ..bounds
-            },
-            open: Arc::new(Semaphore::new(limits::ADMIN_MAX_CONNECTIONS)),
-            stop: stop_rx,
-            grace,
-            accepted: None,
-        };
+        let service = stack::admin_service(Arc::clone(&state));
+        let open = Arc::new(Semaphore::new(limits::ADMIN_MAX_CONNECTIONS));
+        let mut admin_worker = worker(0, service, open, None);
+        admin_worker.bounds.max_connections = limits::ADMIN_MAX_CONNECTIONS;
         servers.spawn(admin_worker.serve(admin));
     }
     shutdown.await;
@@ -222,7 +200,7 @@ mod tests {
         let mut settings = config::Settings::default();
         let config = settings.validate().unwrap();
         assert_eq!(config.worker_threads, 1);
-        let flavor = runtime(&config).unwrap().handle().runtime_flavor();
+        let flavor = runtime().unwrap().handle().runtime_flavor();
         assert_eq!(flavor, tokio::runtime::RuntimeFlavor::CurrentThread);
         settings.server.worker_threads = 0;
         let cores = std::thread::available_parallelism().unwrap().get();

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     }
     tracing::info!("{source}");
     memu_proxy::limits::fit_open_files(&mut config);
-    let runtime = match memu_proxy::runtime(&config) {
+    let runtime = match memu_proxy::runtime() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),
     };

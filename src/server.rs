@@ -41,6 +41,16 @@ pub struct ConnectionBounds {
     pub max_connections: usize,
 }
 
+/// The runtime of one worker: a current-thread tokio runtime. Every worker runs its own, and
+/// with its own listener it never wakes another thread to serve a connection: for a sidecar
+/// doing little CPU work per request, cross-thread wake-ups are what dominates loopback latency
+/// (tokio's work-stealing runtime measured slower here, `README.md`).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// One worker: a listener's accept loop and its connections, on one runtime. Workers share the
 /// service's state and the connection cap; each has its own listener.
 pub struct Worker {
@@ -68,10 +78,7 @@ impl Worker {
             .spawn(move || {
                 // Declared first, dropped last: after the runtime and everything on it.
                 let _done = done;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                let served = runtime.and_then(|runtime| {
+                let served = runtime().and_then(|runtime| {
                     runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
                         self.serve(listener).await;

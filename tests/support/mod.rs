@@ -73,7 +73,7 @@ impl Proxy {
         tweak: impl FnOnce(&mut Settings),
     ) -> OwnThread<SocketAddr> {
         let config = proxy_config(upstream, tweak);
-        let runtime = memu_proxy::runtime(&config).expect("the proxy's runtime");
+        let runtime = memu_proxy::runtime().expect("the proxy's runtime");
         OwnThread::start("memu-proxy", runtime, |ready, stop| async move {
             let listeners = memu_proxy::Listeners::bind(&config).await.unwrap();
             ready.send(listeners.local_addr().unwrap());
