@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use crate::body::{full, is_length_limit, BoxError, ProxyBody};
+use crate::body::{full, is_length_limit, ProxyBody};
 use crate::error::ProxyError;
 use crate::outcome::RouteClassLabel;
 use crate::state::State;
@@ -29,40 +29,16 @@ pub struct Exchanged {
 /// arriving at `by` as 408, any other failure (bad framing, an aborted upload) as 400.
 pub async fn read_body(body: ProxyBody, limit: usize, by: Instant) -> Result<Bytes, ProxyError> {
     let started = Instant::now();
-    let Ok(collected) = tokio::time::timeout_at(by, collect_bytes(body)).await else {
+    let Ok(collected) = tokio::time::timeout_at(by, body.collect()).await else {
         return Err(ProxyError::SlowUpload(
             by.saturating_duration_since(started),
         ));
     };
     match collected {
-        Ok(bytes) => Ok(bytes),
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if is_length_limit(error.as_ref()) => Err(ProxyError::BodyTooLarge { limit }),
         Err(error) => Err(ProxyError::BodyRead(error)),
     }
-}
-
-/// A whole body's data as one `Bytes` (trailers are dropped, as `Collected::to_bytes` does). A
-/// body that arrives as one frame, as a small JSON body does, is that frame itself, without the
-/// list `BodyExt::collect` keeps; several frames are copied together.
-async fn collect_bytes(mut body: ProxyBody) -> Result<Bytes, BoxError> {
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        match (&first, &mut joined) {
-            (None, _) => first = Some(data),
-            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
-            (Some(first), None) => {
-                let mut both = BytesMut::with_capacity(first.len() + data.len());
-                both.extend_from_slice(first);
-                both.extend_from_slice(&data);
-                joined = Some(both);
-            }
-        }
-    }
-    Ok(joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze))
 }
 
 /// The hard deadline of a read or task-status exchange starting now (`upstream.timeout_ms`).
@@ -103,40 +79,4 @@ pub async fn forward_buffered(
         state.metrics.upstream(class, upstream);
     }
     Exchanged { result, upstream }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::StreamBody;
-    use hyper::body::Frame;
-
-    fn body(frames: Vec<Result<Frame<Bytes>, BoxError>>) -> ProxyBody {
-        StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
-    }
-
-    #[tokio::test]
-    async fn a_one_frame_body_is_that_frame_and_more_are_joined_in_order() {
-        let one = Bytes::from_static(b"{\"query\":\"cats\"}");
-        let got = collect_bytes(body(vec![Ok(Frame::data(one.clone()))]))
-            .await
-            .unwrap();
-        assert_eq!(got.as_ptr(), one.as_ptr(), "not copied");
-        let frames = ["{\"q", "uery\":", "\"cats\"}"]
-            .map(|part| Ok(Frame::data(Bytes::from_static(part.as_bytes()))));
-        let mut frames = Vec::from(frames);
-        frames.insert(1, Ok(Frame::trailers(http::HeaderMap::new())));
-        let got = collect_bytes(body(frames)).await.unwrap();
-        assert_eq!(got, one);
-        assert_eq!(collect_bytes(body(vec![])).await.unwrap(), Bytes::new());
-    }
-
-    #[tokio::test]
-    async fn a_body_that_breaks_is_an_error() {
-        let frames = vec![
-            Ok(Frame::data(Bytes::from_static(b"{"))),
-            Err("reset".into()),
-        ];
-        assert!(collect_bytes(body(frames)).await.is_err());
-    }
 }

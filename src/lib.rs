@@ -111,6 +111,12 @@ impl Listeners {
                 admin,
             });
         }
+        if config.listen.port() != 0 {
+            // Fails while any socket holds the port, even one that allows SO_REUSEPORT: a second
+            // proxy (or a stale one) would otherwise join this port's group and take a share of
+            // its connections, with a cache and invalidations of its own.
+            drop(std::net::TcpListener::bind(config.listen)?);
+        }
         let main = reuse_port_listener(config.listen)?;
         // Port 0 binds the first to a free port; the others join it there.
         let addr = main.local_addr()?;
@@ -169,8 +175,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         let accepted = Some(state.metrics.accepted(index));
         worker(index, service, Arc::clone(&open), accepted)
     };
+    let (release, released) = watch::channel(false);
     let workers: Vec<_> = (listeners.workers.into_iter().enumerate())
-        .map(|(i, listener)| main_worker(i + 1).spawn_thread(listener))
+        .map(|(i, listener)| main_worker(i + 1).spawn_thread(listener, released.clone()))
         .collect();
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(main_worker(0).serve(listeners.main));
@@ -185,8 +192,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
-    for done in workers {
-        // Completes when the worker's thread has drained and dropped its runtime.
+    // Every worker drained before any runtime goes: one worker's tasks may serve another's
+    // requests (`server::Worker::spawn_thread`).
+    let mut finished = Vec::with_capacity(workers.len());
+    for worker in workers {
+        let _ = worker.drained.await;
+        finished.push(worker.finished);
+    }
+    let _ = release.send(true);
+    for done in finished {
         let _ = done.await;
     }
 }
@@ -223,6 +237,14 @@ mod tests {
         assert_eq!(listeners.workers.len(), 2);
         for worker in &listeners.workers {
             assert_eq!(worker.local_addr().unwrap().port(), port);
+        }
+        // A second proxy on that port is refused, with workers or without.
+        settings.server.listen = format!("127.0.0.1:{port}");
+        for workers in [2, 1] {
+            settings.server.worker_threads = workers;
+            let second = Listeners::bind(&settings.validate().unwrap()).await;
+            let error = second.err().expect("the port is taken");
+            assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{workers} workers");
         }
     }
 }

@@ -227,7 +227,7 @@ impl Metrics {
         );
         r.register(
             "connections_accepted",
-            "Client connections accepted on the main listener, by worker (server.worker_threads)",
+            "Client connections taken into service on the main listener, by worker (server.worker_threads); those closed at server.max_connections are not counted",
             metrics.connections.clone(),
         );
         metrics

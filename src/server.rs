@@ -42,13 +42,21 @@ pub struct ConnectionBounds {
 }
 
 /// The runtime of one worker: a current-thread tokio runtime. Every worker runs its own, and
-/// with its own listener it never wakes another thread to serve a connection: for a sidecar
-/// doing little CPU work per request, cross-thread wake-ups are what dominates loopback latency
-/// (tokio's work-stealing runtime measured slower here, `README.md`).
+/// with its own listener a connection is served start to end on the thread that accepted it,
+/// without the work-stealing runtime's wake-ups between threads, which cost more than a hit's
+/// work here (`README.md`). The upstream pool and a miss's coalesced fetch are shared, so a miss
+/// may still wake another worker.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+}
+
+/// A worker on its own thread: `drained` completes when its connections are done (or it could
+/// not start), `finished` when its runtime is gone, after the release.
+pub struct WorkerThread {
+    pub drained: oneshot::Receiver<()>,
+    pub finished: oneshot::Receiver<()>,
 }
 
 /// One worker: a listener's accept loop and its connections, on one runtime. Workers share the
@@ -68,9 +76,16 @@ pub struct Worker {
 
 impl Worker {
     /// Runs this worker on a thread of its own, in a current-thread runtime, serving `listener`
-    /// (registered with that runtime). The receiver completes when the thread has drained its
-    /// connections and dropped its runtime.
-    pub fn spawn_thread(self, listener: std::net::TcpListener) -> oneshot::Receiver<()> {
+    /// (registered with that runtime). Once drained, the worker says so and keeps its runtime
+    /// running until `release` turns true: tasks spawned on it (a coalesced fetch, a pooled
+    /// connection to memU) may be serving another worker's request, and dropping the runtime
+    /// would cancel them.
+    pub fn spawn_thread(
+        self,
+        listener: std::net::TcpListener,
+        mut release: watch::Receiver<bool>,
+    ) -> WorkerThread {
+        let (drained_tx, drained) = oneshot::channel::<()>();
         let (done, finished) = oneshot::channel::<()>();
         let index = self.index;
         let spawned = std::thread::Builder::new()
@@ -82,6 +97,8 @@ impl Worker {
                     runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
                         self.serve(listener).await;
+                        let _ = drained_tx.send(());
+                        let _ = release.wait_for(|released| *released).await;
                         Ok(())
                     })
                 });
@@ -92,7 +109,7 @@ impl Worker {
         if let Err(error) = spawned {
             tracing::error!(%error, worker = index, "worker thread could not start");
         }
-        finished
+        WorkerThread { drained, finished }
     }
 
     /// Serves `listener` until `stop` changes, then drains for at most `grace`.

@@ -103,3 +103,88 @@ async fn the_connection_cap_is_one_for_all_workers() {
     }
     drop(held);
 }
+
+/// A fetch outlives the client that started it (its budget ran out) and serves a waiter on the
+/// other worker while the proxy shuts down: the waiter still gets memU's answer, and shutdown
+/// ends. (`run` keeps every worker's runtime, where such a fetch runs, until all have drained.)
+/// The kernel picks the worker of each connection, so the test reads
+/// `connections_accepted_total` (on the admin listener, which counts nothing there) to find a
+/// starter on worker 1 and a waiter on worker 0.
+#[tokio::test]
+async fn a_shutdown_keeps_every_workers_fetches_running_until_all_have_drained() {
+    let mut checked = 0;
+    for _ in 0..20 {
+        if checked == 3 {
+            break;
+        }
+        let memu = MemU::builder()
+            .route_latency("related-memory-items", |_| Duration::from_millis(300))
+            .start()
+            .await;
+        memu.seed("u1", "a1", "Alice has a black cat named Mochi");
+        let proxy = Proxy::start(&memu.url(), |s| {
+            s.server.worker_threads = 2;
+            s.server.admin_listen = Some("127.0.0.1:0".into());
+        })
+        .await;
+        let admin = format!("http://{}/metrics", proxy.admin_addr.unwrap());
+        let accepted = || async {
+            let text = get(&admin).await.text();
+            let on = |w: &str| {
+                metric(
+                    &text,
+                    &format!(r#"memu_proxy_connections_accepted_total{{worker="{w}"}}"#),
+                )
+            };
+            (
+                on("0"),
+                on("1"),
+                metric(&text, "memu_proxy_coalesced_waits_total"),
+            )
+        };
+        // A starter on worker 1: its budget runs out, its fetch runs on.
+        let mut query = None;
+        for attempt in 0..20 {
+            let body = related_body("u1", Some("a1"), &format!("cats {attempt}"));
+            let before = accepted().await;
+            let budgeted = [
+                ("authorization", "Bearer key-1"),
+                ("x-memu-budget-ms", "20"),
+            ];
+            let first = post_with(&proxy.url(RELATED), &body, &budgeted).await;
+            assert!(first.cache_status().contains("detail=budget"), "{first:?}");
+            if accepted().await.1 > before.1 {
+                query = Some(body);
+                break;
+            }
+        }
+        let Some(body) = query else { continue };
+        let before = accepted().await;
+        let url = proxy.url(RELATED);
+        let waiter = tokio::spawn(async move { post(&url, &body).await });
+        wait_until("the waiter to join the fetch", 5, || async {
+            accepted().await.2 > before.2
+        })
+        .await;
+        let on_worker_0 = accepted().await.0 > before.0;
+        let stopped = proxy.shutdown();
+        let answer = waiter.await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .is_ok());
+        if !on_worker_0 {
+            continue;
+        }
+        checked += 1;
+        assert_eq!(
+            answer.cache_status(),
+            "memu-proxy; fwd=miss; collapsed",
+            "{answer:?}"
+        );
+        assert!(answer.text().contains("Mochi"), "{answer:?}");
+    }
+    assert!(
+        checked > 0,
+        "no starter on worker 1 with a waiter on worker 0 in 20 tries"
+    );
+}

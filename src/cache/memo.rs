@@ -29,9 +29,12 @@ use crate::routes::ReadRoute;
 /// keying it is cheap next to receiving it.
 pub const MAX_MEMO_BODY_BYTES: usize = 2048;
 
-/// Bookkeeping per memo entry beyond the bytes it holds (the key's and answer's structs, the
-/// cache's slot).
-const MEMO_OVERHEAD_BYTES: u64 = 192;
+/// Bookkeeping per memo entry beyond the text it holds: the stored inputs and the keyed read
+/// themselves, the `Arc`'s counts, the cache's slot, and the allocator's rounding of the eight
+/// small allocations an entry makes (body, path, the key's path, user, agent, query and
+/// parameters, the raw query).
+const MEMO_OVERHEAD_BYTES: u64 =
+    (std::mem::size_of::<Raw>() + std::mem::size_of::<Keyed>() + 16 + 64 + 8 * 16) as u64;
 
 /// A keyed retrieval and the generation slots it depends on.
 #[derive(Debug)]
@@ -153,17 +156,18 @@ impl KeyMemo {
     ) -> Option<Arc<Keyed>> {
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let tenant = request_tenant(&parts.headers);
+        let memoised = body.len() <= MAX_MEMO_BODY_BYTES;
         let raw = RawRef {
             route,
             tenant: &tenant,
             path_and_query,
             body,
         };
-        if let Some(keyed) = self.cache.get(&raw) {
+        if let Some(keyed) = memoised.then(|| self.cache.get(&raw)).flatten() {
             return Some(keyed);
         }
         let keyed = Arc::new(Keyed::new(route, path_and_query, tenant, body)?);
-        if body.len() <= MAX_MEMO_BODY_BYTES {
+        if memoised {
             let raw = Raw {
                 route,
                 tenant,
