@@ -170,6 +170,11 @@ mod tests {
         for body in equivalent {
             assert_eq!(key(sdk), key(body), "{body}");
         }
+        // Parsed exactly (serde_json's `float_roundtrip`): both spellings are one f64.
+        assert_eq!(
+            key(r#"{"user_id":"u","query":"q","min_similarity":8870323800283903.0}"#),
+            key(r#"{"user_id":"u","query":"q","min_similarity":8.870323800283903e15}"#),
+        );
         let sets = [
             r#"{"user_id":"u","query":"q","include_categories":["b","a"]}"#,
             r#"{"user_id":"u","query":"q","include_categories":["a","b","a"]}"#,
