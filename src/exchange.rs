@@ -5,6 +5,9 @@
 //! and the proxy's own task polls. Streaming pass-through and the coalesced spawned fetch call
 //! the upstream client themselves (`handlers/passthrough.rs`, `fetch.rs`).
 
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,11 +31,19 @@ pub struct Exchanged {
 /// every handler (`stack.rs`) at `limit` bytes; crossing it is reported as 413, a body still
 /// arriving at `by` as 408, any other failure (bad framing, an aborted upload) as 400.
 pub async fn read_body(body: ProxyBody, limit: usize, by: Instant) -> Result<Bytes, ProxyError> {
-    let started = Instant::now();
-    let Ok(collected) = tokio::time::timeout_at(by, body.collect()).await else {
-        return Err(ProxyError::SlowUpload(
-            by.saturating_duration_since(started),
-        ));
+    let mut collect = pin!(body.collect());
+    // Most bodies are here already (small, sent with the head): those need no timer.
+    let collected = match poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
+        Poll::Ready(collected) => collected,
+        Poll::Pending => {
+            let started = Instant::now();
+            let Ok(collected) = tokio::time::timeout_at(by, collect).await else {
+                return Err(ProxyError::SlowUpload(
+                    by.saturating_duration_since(started),
+                ));
+            };
+            collected
+        }
     };
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),

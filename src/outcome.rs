@@ -120,6 +120,52 @@ pub struct RequestInfo {
     pub path: String,
 }
 
+impl RequestInfo {
+    /// What the log line and the request metrics say of this request.
+    pub fn record(&self) -> Record<'_> {
+        Record {
+            route_class: self.route_class,
+            outcome: self.outcome,
+            upstream: self.upstream,
+            detail: self.detail,
+            method: Some(&self.method),
+            path: Some(&self.path),
+        }
+    }
+}
+
+/// What the log line and the request metrics say of one request (`stack/mod.rs`), borrowed
+/// from its [`RequestInfo`] or, for a hit in the lane (`stack/lane.rs`), from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub route_class: RouteClassLabel,
+    pub outcome: Outcome,
+    pub upstream: Option<Duration>,
+    pub detail: Option<&'static str>,
+    pub method: Option<&'a Method>,
+    pub path: Option<&'a str>,
+}
+
+impl Record<'_> {
+    /// A response no handler made (a panic, the body limit's 413): an error if its status
+    /// says so.
+    pub fn unattributed(status: http::StatusCode) -> Self {
+        let outcome = if status.is_client_error() || status.is_server_error() {
+            Outcome::Error
+        } else {
+            Outcome::Miss
+        };
+        Record {
+            route_class: RouteClassLabel::Unknown,
+            outcome,
+            upstream: None,
+            detail: None,
+            method: None,
+            path: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,10 @@ pub enum HitKind {
     Stale(&'static str),
 }
 
+/// The most header values the proxy adds to a stored answer it serves (`Age`, `Cache-Status`,
+/// the request id and two `Server-Timing` entries).
+const HEADERS_ADDED: usize = 5;
+
 /// A cached answer, with its `Age`.
 pub fn hit(entry: &Entry, kind: HitKind) -> Handled {
     let (detail, outcome) = match kind {
@@ -120,8 +124,13 @@ pub fn hit(entry: &Entry, kind: HitKind) -> Handled {
         HitKind::Stale(detail) => (Some(detail), Outcome::Stale),
     };
     let mut response = Response::new(full(entry.body.clone()));
-    *response.headers_mut() = entry.headers.clone();
     let headers = response.headers_mut();
+    // Built with room for what the proxy adds (here, then the request id and `Server-Timing`):
+    // a clone of the stored map would be grown, and rehashed, on the way.
+    headers.reserve(entry.headers.len() + HEADERS_ADDED);
+    for (name, value) in &entry.headers {
+        headers.append(name, value.clone());
+    }
     let age = Instant::now()
         .saturating_duration_since(entry.stored_at)
         .as_secs();

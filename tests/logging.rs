@@ -118,6 +118,32 @@ async fn the_log_says_what_happened_and_why_once_per_change() {
         "memU sees the request id"
     );
 
+    // A hit (answered by the hit lane, in front of the layers) is logged with every field too.
+    let asked = related_body("hit", None, "pets?");
+    post(&proxy.url(RELATED), &asked).await;
+    let hit = post_with(
+        &proxy.url(RELATED),
+        &asked,
+        &[
+            ("authorization", "Bearer key-1"),
+            ("x-request-id", "turn-9"),
+        ],
+    )
+    .await;
+    assert_eq!(hit.cache_status(), "memu-proxy; hit");
+    let line = &captured.lines_with("request_id=\"turn-9\"")[0];
+    for field in [
+        "method=\"POST\"",
+        &format!("path=\"{RELATED}\""),
+        "route_class=\"read\"",
+        "outcome=\"hit\"",
+        "status=200",
+        "total_ms=",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    assert!(!line.contains("upstream_ms"), "{line}");
+
     // The circuit opens: one WARN for many failures; closes: one INFO.
     memu.set_failure(Failure::Status(503));
     for i in 0..6 {

@@ -94,7 +94,7 @@ pub(crate) async fn dispatch_admin<B>(
 }
 
 /// The response for a handler's result, with the [`RequestInfo`] attached.
-fn finish(
+pub(crate) fn finish(
     route_class: RouteClassLabel,
     method: Method,
     path: String,

@@ -84,6 +84,31 @@ pub async fn handle(
     .await
 }
 
+/// The whole of a fresh hit for this exact request, if the cache has one: the key (from the memo
+/// for a repeat), the current generations, the fresh entry, timed from `started`. The hit lane
+/// (`stack/lane.rs`) answers with it in front of the layers; a `None` goes through [`handle`],
+/// which also serves what this leaves out (stale, similar and shared hits; `Cache-Control`).
+pub fn fresh_hit(
+    state: &State,
+    route: ReadRoute,
+    parts: &request::Parts,
+    body: &[u8],
+    started: Instant,
+) -> Option<Handled> {
+    if !state.cache_enabled || !state.trusts_local_entries() {
+        return None;
+    }
+    let keyed = state.keys.keyed(route, parts, body)?;
+    let generations = state.scopes.current_of(&keyed.slots);
+    match state
+        .store
+        .lookup(&keyed.read.key, generations, Instant::now())
+    {
+        Lookup::Fresh(entry) => Some(timed(respond::hit(&entry, HitKind::Fresh), started)),
+        Lookup::Revalidate(_) | Lookup::Miss => None,
+    }
+}
+
 /// A miss's timeline: when the request arrived, how long the cache lookup took, and when the
 /// client must be answered (budget) and memU given up on (hard deadline).
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,9 @@
 //! The one place where the service stack's layer order is written down.
 //!
-//! Outermost first:
+//! In front of it all, the hit lane (`lane.rs`): an exact repeat of a retrieval whose fresh
+//! answer is cached is answered there, with what the layers below would have added to it (the
+//! request id, `Server-Timing`, the metrics and the log line, by the same functions), and without
+//! passing through them; every other request goes on to the layers, outermost first:
 //! 1. `finish`: measures the whole request, appends `Server-Timing: proxy;dur=…`, makes sure
 //!    `Cache-Status` is present, records the request metrics and writes the one log line.
 //! 2. `SetRequestIdLayer` / `PropagateRequestIdLayer`: `x-request-id`, the client's or a new
@@ -21,12 +24,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
+use std::time::Duration;
 use tokio::time::Instant;
-use tower::util::BoxCloneService;
+use tower::util::{BoxCloneService, BoxCloneSyncService};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -41,7 +45,7 @@ use crate::handlers;
 use crate::headers::CacheStatus;
 use crate::linger::Lingering;
 use crate::metrics::Metrics;
-use crate::outcome::{Outcome, RequestInfo, RouteClassLabel};
+use crate::outcome::{Record, RequestInfo};
 use crate::respond::{add_timing, set_cache_status, HEADER_CACHE_STATUS};
 use crate::state::State;
 
@@ -52,8 +56,29 @@ pub type Stack<B> = BoxCloneService<Request<B>, Response<ProxyBody>, Infallible>
 /// A listener's whole stack, as the server runs it: on hyper's bodies, wrapped for lingering close.
 pub type HttpService = Stack<Lingering<Incoming>>;
 
-/// The proxy's service for the main listener.
+/// The layers under the lane, on a request's own body or on the one the lane read (`lane.rs`);
+/// shared by every request of every connection, so `Sync`.
+type Layered<B> = BoxCloneSyncService<Request<LaneBody<B>>, Response<ProxyBody>, Infallible>;
+
+/// A request body as the layers get it from the lane: untouched, or already read.
+type LaneBody<B> = Either<B, Full<Bytes>>;
+
+/// The proxy's service for the main listener: the hit lane, then the layers.
 pub fn service<B>(state: Arc<State>) -> Stack<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let layered = Arc::new(layers(Arc::clone(&state)));
+    BoxCloneService::new(tower::service_fn(move |request| {
+        let served = lane::serve(Arc::clone(&state), Arc::clone(&layered), request);
+        async move { Ok::<_, Infallible>(served.await) }
+    }))
+}
+
+/// The layers every request the lane does not answer goes through, on its own body or on the
+/// one the lane already read.
+fn layers<B>(state: Arc<State>) -> Layered<B>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -61,7 +86,7 @@ where
     let metrics = Arc::clone(&state.metrics);
     let limit = state.max_body_bytes;
     ServiceBuilder::new()
-        .layer(BoxCloneService::layer())
+        .layer(BoxCloneSyncService::layer())
         .map_future(move |future| finish(future, Arc::clone(&metrics)))
         .map_response(box_body)
         .layer(SetRequestIdLayer::x_request_id(NewUuid))
@@ -116,30 +141,47 @@ where
     F: std::future::Future<Output = Result<Response<B>, Infallible>>,
 {
     let started = Instant::now();
-    let mut response = future.await?;
+    let response = future.await?;
+    Ok(finish_response(response, started, &metrics))
+}
+
+/// [`conclude`]s a response whose handler attached a [`RequestInfo`] (or none), taking it off.
+fn finish_response<B>(
+    mut response: Response<B>,
+    started: Instant,
+    metrics: &Metrics,
+) -> Response<B> {
     let total = started.elapsed();
+    let info = response.extensions_mut().remove::<RequestInfo>();
+    let record = info.as_ref().map_or_else(
+        || Record::unattributed(response.status()),
+        RequestInfo::record,
+    );
+    conclude(&mut response, &record, total, metrics);
+    response
+}
+
+/// What every response gets last: `Server-Timing: proxy;dur=…` (`total`), a `Cache-Status` if
+/// it has none, the request metrics, and the one log line.
+fn conclude<B>(
+    response: &mut Response<B>,
+    record: &Record<'_>,
+    total: Duration,
+    metrics: &Metrics,
+) {
     add_timing(response.headers_mut(), &[("proxy", total)]);
     if !response.headers().contains_key(HEADER_CACHE_STATUS) {
         set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
     }
-    let info = response.extensions_mut().remove::<RequestInfo>();
-    let (route_class, outcome) = match &info {
-        Some(info) => (info.route_class, info.outcome),
-        None if response.status().is_client_error() || response.status().is_server_error() => {
-            (RouteClassLabel::Unknown, Outcome::Error)
-        }
-        None => (RouteClassLabel::Unknown, Outcome::Miss),
-    };
-    metrics.request(route_class, outcome, total);
-    let upstream_ms = info.as_ref().and_then(|i| i.upstream).map(tenths_of_ms);
+    metrics.request(record.route_class, record.outcome, total);
     tracing::info!(
-        method = info.as_ref().map(|i| i.method.as_str()),
-        path = info.as_ref().map(|i| i.path.as_str()),
-        route_class = route_class.as_label(),
-        outcome = outcome.as_label(),
-        detail = info.as_ref().and_then(|i| i.detail),
+        method = record.method.map(Method::as_str),
+        path = record.path,
+        route_class = record.route_class.as_label(),
+        outcome = record.outcome.as_label(),
+        detail = record.detail,
         status = response.status().as_u16(),
-        upstream_ms,
+        upstream_ms = record.upstream.map(tenths_of_ms),
         total_ms = tenths_of_ms(total),
         request_id = response
             .headers()
@@ -147,7 +189,12 @@ where
             .and_then(|v| v.to_str().ok()),
         "request"
     );
-    Ok(response)
+}
+
+/// The request id of a request: the client's `x-request-id`, else a new one, as
+/// `SetRequestIdLayer` with [`NewUuid`] decides it.
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    headers.get(REQUEST_ID).cloned().unwrap_or_else(new_uuid)
 }
 
 /// A new request id: a random (v4) UUID, as tower-http's `MakeRequestUuid` makes, written
@@ -157,10 +204,14 @@ struct NewUuid;
 
 impl MakeRequestId for NewUuid {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-        HeaderValue::from_str(text).ok().map(RequestId::new)
+        Some(RequestId::new(new_uuid()))
     }
+}
+
+fn new_uuid() -> HeaderValue {
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).expect("a hyphenated UUID is a valid header value")
 }
 
 /// The header carrying the request id: accepted from the client, else generated; returned in the
@@ -191,5 +242,6 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<ProxyB
     response
 }
 
+mod lane;
 #[cfg(test)]
 mod tests;
