@@ -15,7 +15,7 @@
 //! | [`server`] | accept loop, HTTP/1+2, graceful shutdown, connection cap and idle close |
 //! | [`idle`] | when a client connection is idle: bytes moved, requests in hand |
 //! | [`limits`] | open-files limit → connection cap; accept-failure episodes |
-//! | [`stack`] | the tower layer order: timing/logging, panics, sensitive headers, body limit |
+//! | [`stack`] | the hit lane (a fresh hit of an exact repeat), then the tower layer order: timing/logging, panics, sensitive headers, body limit |
 //! | [`linger`] | lingering close: a request body answered unread is drained, bounded |
 //! | [`handlers`] | dispatch and one handler per route class: read, write, pass-through, prewarm, admin |
 //! | [`tasks`] | memorize tasks: invalidate again on `SUCCESS`, polled in the background |
@@ -152,7 +152,14 @@ fn reuse_port_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 /// `server.shutdown_grace_ms`. The first worker serves on the calling runtime; each further
 /// worker (`listeners.workers`) on a thread and runtime of its own. All share one [`State`]:
 /// the cache, the scopes, the metrics and the connection cap.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+///
+/// Fails at once, serving nothing, when a further worker cannot start (its runtime, its
+/// thread): the proxy never runs with fewer workers than it was given.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let state = Arc::new(State::new(&config));
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
@@ -176,9 +183,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         worker(index, service, Arc::clone(&open), accepted)
     };
     let (release, released) = watch::channel(false);
-    let workers: Vec<_> = (listeners.workers.into_iter().enumerate())
+    // On an error, the workers already started stop with the stop and release senders.
+    let workers = (listeners.workers.into_iter().enumerate())
         .map(|(i, listener)| main_worker(i + 1).spawn_thread(listener, released.clone()))
-        .collect();
+        .collect::<io::Result<Vec<_>>>()?;
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(main_worker(0).serve(listeners.main));
     if let Some(admin) = listeners.admin {
@@ -203,6 +211,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     for done in finished {
         let _ = done.await;
     }
+    Ok(())
 }
 
 #[cfg(test)]

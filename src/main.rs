@@ -51,8 +51,10 @@ fn main() -> ExitCode {
             upstream = %format!("{}://{}{}", config.upstream.scheme, config.upstream.authority, config.upstream.base_path),
             "memu-proxy listening"
         );
-        memu_proxy::run(config, listeners, shutdown_signal()).await;
-        ExitCode::SUCCESS
+        match memu_proxy::run(config, listeners, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&format!("cannot start the workers: {error}")),
+        }
     })
 }
 

@@ -52,8 +52,8 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// A worker on its own thread: `drained` completes when its connections are done (or it could
-/// not start), `finished` when its runtime is gone, after the release.
+/// A worker on its own thread: `drained` completes when its connections are done, `finished`
+/// when its runtime is gone, after the release.
 pub struct WorkerThread {
     pub drained: oneshot::Receiver<()>,
     pub finished: oneshot::Receiver<()>,
@@ -79,37 +79,32 @@ impl Worker {
     /// (registered with that runtime). Once drained, the worker says so and keeps its runtime
     /// running until `release` turns true: tasks spawned on it (a coalesced fetch, a pooled
     /// connection to memU) may be serving another worker's request, and dropping the runtime
-    /// would cancel them.
+    /// would cancel them. The runtime, the listener's registration and the thread are made
+    /// here, so a worker that cannot start is an error at start-up, not a missing worker.
     pub fn spawn_thread(
         self,
         listener: std::net::TcpListener,
         mut release: watch::Receiver<bool>,
-    ) -> WorkerThread {
+    ) -> std::io::Result<WorkerThread> {
+        let runtime = runtime()?;
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
         let (drained_tx, drained) = oneshot::channel::<()>();
         let (done, finished) = oneshot::channel::<()>();
-        let index = self.index;
-        let spawned = std::thread::Builder::new()
-            .name(format!("memu-proxy-{index}"))
+        std::thread::Builder::new()
+            .name(format!("memu-proxy-{}", self.index))
             .spawn(move || {
                 // Declared first, dropped last: after the runtime and everything on it.
                 let _done = done;
-                let served = runtime().and_then(|runtime| {
-                    runtime.block_on(async move {
-                        let listener = TcpListener::from_std(listener)?;
-                        self.serve(listener).await;
-                        let _ = drained_tx.send(());
-                        let _ = release.wait_for(|released| *released).await;
-                        Ok(())
-                    })
+                runtime.block_on(async move {
+                    self.serve(listener).await;
+                    let _ = drained_tx.send(());
+                    let _ = release.wait_for(|released| *released).await;
                 });
-                if let Err(error) = served {
-                    tracing::error!(%error, worker = index, "worker could not start");
-                }
-            });
-        if let Err(error) = spawned {
-            tracing::error!(%error, worker = index, "worker thread could not start");
-        }
-        WorkerThread { drained, finished }
+            })?;
+        Ok(WorkerThread { drained, finished })
     }
 
     /// Serves `listener` until `stop` changes, then drains for at most `grace`.

@@ -72,6 +72,28 @@ fn ratios(rows: &[Row]) -> String {
         let (us, busy) = (r.client_cpu, r.client_busy * 100.0);
         format!("{} {us:.1} µs/req ({busy:.0}% busy)", r.name)
     });
+    // What two cores shared with the load generator allow at most: 2 s of CPU per second over
+    // the CPU a request costs the target and the load generator together.
+    let ceiling = |name| {
+        find(name)
+            .and_then(|r| r.cpu_many.map(|cpu| 2e6 / (cpu + r.client_cpu)))
+            .zip(rps("nginx-auto"))
+            .map_or("n/a".into(), |(most, auto)| {
+                format!("{most:.0} rps = {:.2}x nginx-auto", most / auto)
+            })
+    };
+    let ceilings = if find("nginx-auto").is_some() {
+        format!(
+            "2-core ceiling (2 s of CPU / (CPU per hit + the load generator's per request)): \
+             a server as cheap as the floor {}; the proxy at one worker's CPU per hit {}; \
+             proxy-2 at its own {}\n",
+            ceiling("floor"),
+            ceiling("proxy"),
+            ceiling("proxy-2"),
+        )
+    } else {
+        String::new()
+    };
     format!(
         "CPU per hit (32 conn): proxy / nginx = {} (target <= 0.65); proxy - floor = {} µs\n\
          hit rps (32 conn): proxy-2 / nginx-auto = {} (target >= 1.4); proxy / nginx = {}\n\
@@ -85,5 +107,5 @@ fn ratios(rows: &[Row]) -> String {
         above("proxy"),
         above("nginx"),
         client.collect::<Vec<_>>().join(", "),
-    )
+    ) + &ceilings
 }

@@ -54,9 +54,10 @@ impl Proxy {
         let addr = listeners.local_addr().unwrap();
         let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(memu_proxy::run(config, listeners, async {
+        let run = memu_proxy::run(config, listeners, async {
             let _ = stopped.await;
-        }));
+        });
+        let task = tokio::spawn(async { run.await.expect("the proxy's workers start") });
         Proxy {
             addr,
             admin_addr,
@@ -77,7 +78,8 @@ impl Proxy {
         OwnThread::start("memu-proxy", runtime, |ready, stop| async move {
             let listeners = memu_proxy::Listeners::bind(&config).await.unwrap();
             ready.send(listeners.local_addr().unwrap());
-            memu_proxy::run(config, listeners, stop.wait()).await;
+            let run = memu_proxy::run(config, listeners, stop.wait());
+            run.await.expect("the proxy's workers start");
         })
     }
 
