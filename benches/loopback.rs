@@ -35,6 +35,8 @@
 //! 32-connection figure is the headline "CPU per hit". The load generator's own CPU (its one
 //! thread) is printed too, to show it is not what limits throughput, and so is the CPU time the
 //! host stole from the VM during each pass (`/proc/stat`), a measure of how noisy the run was.
+//! Under the unpinned table, a 2-core ceiling per target: 2 s of CPU per second over the target's
+//! and the load generator's CPU per request, the throughput it could reach were nothing idle.
 //!
 //! The whole measurement runs twice: unpinned, then pinned with `taskset -a -p`: every target's
 //! processes (and the stand-in memU's thread) on CPU 0, this process (the load generator) on CPU
