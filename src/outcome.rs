@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use http::{Method, Response};
+use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 
@@ -118,7 +119,15 @@ pub struct RequestInfo {
     pub detail: Option<&'static str>,
     pub method: Method,
     pub path: String,
+    /// When the request arrived, if a layer above read part of it first ([`Arrived`]).
+    pub arrived: Option<Instant>,
 }
+
+/// When a request arrived, on a request the hit lane (`stack/lane.rs`) read the body of before
+/// passing it on: the read handler's budget and the outer layer's timing count from here, so
+/// the time the body took to arrive is not lost.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived(pub Instant);
 
 impl RequestInfo {
     /// What the log line and the request metrics say of this request.

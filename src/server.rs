@@ -87,23 +87,41 @@ impl Worker {
         mut release: watch::Receiver<bool>,
     ) -> std::io::Result<WorkerThread> {
         let runtime = runtime()?;
-        let listener = {
+        let registered = {
             let _entered = runtime.enter();
-            TcpListener::from_std(listener)?
+            TcpListener::from_std(listener)
         };
+        // A runtime must not be dropped on this (async) thread: on an error it is shut down in
+        // the background; on success it is handed to the new thread, which owns it.
+        let listener = match registered {
+            Ok(listener) => listener,
+            Err(error) => {
+                runtime.shutdown_background();
+                return Err(error);
+            }
+        };
+        let (handover, handed) = std::sync::mpsc::channel::<tokio::runtime::Runtime>();
         let (drained_tx, drained) = oneshot::channel::<()>();
         let (done, finished) = oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("memu-proxy-{}", self.index))
             .spawn(move || {
                 // Declared first, dropped last: after the runtime and everything on it.
                 let _done = done;
+                let Ok(runtime) = handed.recv() else { return };
                 runtime.block_on(async move {
                     self.serve(listener).await;
                     let _ = drained_tx.send(());
                     let _ = release.wait_for(|released| *released).await;
                 });
-            })?;
+                drop(runtime);
+            });
+        if let Err(error) = spawned {
+            runtime.shutdown_background();
+            return Err(error);
+        }
+        // The thread holds the receiver until it has the runtime: the send cannot fail.
+        let _ = handover.send(runtime);
         Ok(WorkerThread { drained, finished })
     }
 

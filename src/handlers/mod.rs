@@ -26,11 +26,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
+use tokio::time::Instant;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::headers::CacheStatus;
-use crate::outcome::{Handled, Outcome, RequestInfo, RouteClassLabel};
+use crate::outcome::{Arrived, Handled, Outcome, RequestInfo, RouteClassLabel};
 use crate::respond::set_cache_status;
 use crate::routes::{classify, RouteClass};
 use crate::state::State;
@@ -43,6 +44,10 @@ where
     B::Error: Into<BoxError>,
 {
     let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+    let arrived = request
+        .extensions()
+        .get::<Arrived>()
+        .map(|arrived| arrived.0);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let (route_class, result) = match classify(&method, &path) {
@@ -75,7 +80,7 @@ where
             Box::pin(passthrough::handle(&state, request)).await,
         ),
     };
-    finish(route_class, method, path, result)
+    finish(route_class, (method, path, arrived), result)
 }
 
 /// Handles one request on the admin-only listener: admin paths, 404 for everything else.
@@ -90,14 +95,13 @@ pub(crate) async fn dispatch_admin<B>(
     } else {
         Err(ProxyError::NotFound)
     };
-    finish(RouteClassLabel::Admin, method, path, result)
+    finish(RouteClassLabel::Admin, (method, path, None), result)
 }
 
 /// The response for a handler's result, with the [`RequestInfo`] attached.
 pub(crate) fn finish(
     route_class: RouteClassLabel,
-    method: Method,
-    path: String,
+    (method, path, arrived): (Method, String, Option<Instant>),
     result: Result<Handled, ProxyError>,
 ) -> Response<ProxyBody> {
     let Handled {
@@ -123,6 +127,7 @@ pub(crate) fn finish(
         detail,
         method,
         path,
+        arrived,
     });
     response
 }

@@ -25,7 +25,7 @@ use crate::exchange::{forward_buffered, read_body};
 use crate::fallback::FallbackReason;
 use crate::fetch::{self, FetchReceiver, Joining, Origin};
 use crate::headers::{client_cache, request_budget, ClientCache, Fwd};
-use crate::outcome::{Handled, Outcome, RouteClassLabel};
+use crate::outcome::{Arrived, Handled, Outcome, RouteClassLabel};
 use crate::respond::{self, add_timing, Forwarded, HitKind};
 use crate::routes::ReadRoute;
 use crate::state::State;
@@ -36,7 +36,8 @@ pub async fn handle(
     route: ReadRoute,
     request: Request<ProxyBody>,
 ) -> Result<Handled, ProxyError> {
-    let started = Instant::now();
+    // From its arrival: the hit lane may have read the body before passing the request on.
+    let started = (request.extensions().get::<Arrived>()).map_or_else(Instant::now, |a| a.0);
     let (parts, body) = request.into_parts();
     let timeout = state.upstream.timeout();
     let budget = request_budget(&parts.headers, state.budget, timeout)?;

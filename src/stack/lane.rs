@@ -13,7 +13,9 @@
 //! every answer but a fresh hit is the layers' and the handlers' alone.
 //!
 //! A body that fails to arrive is answered as the read handler answers it ([`read_body`]'s
-//! error), and a panic while looking up as the panic layer answers it.
+//! error), and a panic while looking up as the panic layer answers it. A request passed on after
+//! its body was read carries its arrival ([`Arrived`]), from which the read handler's budget and
+//! the outer layer's timing count, as they would had the layers read the body themselves.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use crate::cache::memo::MAX_MEMO_BODY_BYTES;
 use crate::exchange::read_body;
 use crate::handlers::{self, admin, prewarm, read};
 use crate::headers::{client_cache, request_budget, ClientCache};
-use crate::outcome::{Handled, Record, RouteClassLabel};
+use crate::outcome::{Arrived, Handled, Record, RouteClassLabel};
 use crate::routes::{classify, ReadRoute, RouteClass};
 use crate::state::State;
 
@@ -62,7 +64,8 @@ where
         Ok(body) => body,
         Err(error) => {
             let path = parts.uri.path().to_owned();
-            let response = handlers::finish(RouteClassLabel::Read, parts.method, path, Err(error));
+            let request = (parts.method, path, None);
+            let response = handlers::finish(RouteClassLabel::Read, request, Err(error));
             return finished(response, &parts.headers, started, &state);
         }
     };
@@ -77,14 +80,14 @@ where
     } = match hit {
         Ok(Some(handled)) => handled,
         Ok(None) => {
-            let request = Request::from_parts(parts, Either::Right(Full::new(body)));
+            let mut request = Request::from_parts(parts, Either::Right(Full::new(body)));
+            request.extensions_mut().insert(Arrived(started));
             return through(&layers, request).await;
         }
         Err(panic) => return finished(panic_response(panic), &parts.headers, started, &state),
     };
-    response
-        .headers_mut()
-        .insert(REQUEST_ID, request_id(&parts.headers));
+    // As `PropagateRequestIdLayer`: an id already on the response stays.
+    (response.headers_mut().entry(REQUEST_ID)).or_insert_with(|| request_id(&parts.headers));
     let record = Record {
         route_class: RouteClassLabel::Read,
         outcome,
@@ -139,9 +142,7 @@ fn finished(
     started: Instant,
     state: &State,
 ) -> Response<ProxyBody> {
-    response
-        .headers_mut()
-        .insert(REQUEST_ID, request_id(headers));
+    (response.headers_mut().entry(REQUEST_ID)).or_insert_with(|| request_id(headers));
     finish_response(response, started, &state.metrics)
 }
 

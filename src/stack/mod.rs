@@ -151,8 +151,12 @@ fn finish_response<B>(
     started: Instant,
     metrics: &Metrics,
 ) -> Response<B> {
-    let total = started.elapsed();
     let info = response.extensions_mut().remove::<RequestInfo>();
+    // From the request's arrival when the hit lane read its body before the layers saw it.
+    let arrived = info.as_ref().and_then(|info| info.arrived);
+    let total = arrived
+        .map_or(started, |arrived| arrived.min(started))
+        .elapsed();
     let record = info.as_ref().map_or_else(
         || Record::unattributed(response.status()),
         RequestInfo::record,

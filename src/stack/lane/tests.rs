@@ -3,13 +3,11 @@
 //! to compare a hit served in the lane with the same hit served by them. memU is never asked.
 
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
-use http_body::{Frame, SizeHint};
+use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
@@ -19,8 +17,11 @@ use super::*;
 use crate::body::full;
 use crate::cache::memo::MAX_MEMO_BODY_BYTES;
 use crate::config::Settings;
-use crate::outcome::RequestInfo;
+use crate::outcome::{Arrived, RequestInfo};
 use crate::respond::{HEADER_CACHE_STATUS, HEADER_SERVER_TIMING};
+use bodies::{Aborted, Slow};
+
+mod bodies;
 
 const RELATED: &str = "/api/v1/memory/retrieve/related-memory-items";
 const QUERY: &str = r#"{"user_id":"u1","agent_id":"a1","query":"What pets do I like?"}"#;
@@ -83,12 +84,18 @@ where
 {
     Arc::new(BoxCloneSyncService::new(tower::service_fn(
         |request: Request<LaneBody<B>>| async move {
+            let arrived = request.extensions().get::<Arrived>().map(|a| a.0);
             let body = match request.into_body().collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => Bytes::from_static(b"(the body failed)"),
             };
             let mut response = Response::new(full(body));
             *response.status_mut() = StatusCode::IM_A_TEAPOT;
+            if let Some(arrived) = arrived {
+                let waited = arrived.elapsed().as_millis().to_string();
+                let waited = HeaderValue::from_str(&waited).unwrap();
+                response.headers_mut().insert("x-arrived-ms-ago", waited);
+            }
             Ok::<_, Infallible>(response)
         },
     )))
@@ -249,13 +256,64 @@ async fn a_miss_a_stale_answer_or_an_invalidated_one_goes_to_the_layers() {
     let (parts, _) = text(serve(Arc::clone(&state), stand_in(), asked()).await).await;
     assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "invalidated");
 
-    // Cached, but past its freshness (served stale by the read handler, which revalidates).
-    let state = self::state(|s| s.cache.ttl_secs = 1);
-    cache(&state, &asked(), QUERY);
+    // Cached, but past its freshness: without stale-while-revalidate a miss, with it a stale
+    // answer the read handler serves while it revalidates.
     tokio::time::pause();
-    tokio::time::advance(std::time::Duration::from_secs(2)).await;
-    let (parts, _) = text(serve(Arc::clone(&state), stand_in(), asked()).await).await;
-    assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "past its freshness");
+    for revalidate in [0, 60] {
+        let state = self::state(|s| {
+            s.cache.ttl_secs = 1;
+            s.cache.stale_while_revalidate_secs = revalidate;
+        });
+        cache(&state, &asked(), QUERY);
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        let (parts, _) = text(serve(Arc::clone(&state), stand_in(), asked()).await).await;
+        assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "swr {revalidate} s");
+    }
+}
+
+#[tokio::test]
+async fn with_the_cache_off_or_a_body_over_the_limit_the_layers_answer() {
+    let state = state(|s| s.cache.enabled = false);
+    cache(&state, &request(RELATED, body(QUERY)), QUERY);
+    let (parts, _) = text(
+        serve(
+            Arc::clone(&state),
+            stand_in(),
+            request(RELATED, body(QUERY)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "cache off");
+
+    // Within what the memo holds, but over the body limit: the layers' 413, never a hit.
+    let state = self::state(|s| s.server.max_body_bytes = QUERY.len() as u64 - 1);
+    cache(&state, &request(RELATED, body(QUERY)), QUERY);
+    let (parts, _) = text(
+        serve(
+            Arc::clone(&state),
+            stand_in(),
+            request(RELATED, body(QUERY)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "over the limit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_passed_on_after_its_body_carries_its_arrival() {
+    let state = state(|_| {});
+    let asked = request(RELATED, Slow::new(std::time::Duration::from_millis(150)));
+    let (parts, echoed) = text(serve(Arc::clone(&state), stand_in(), asked).await).await;
+    assert_eq!(parts.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(echoed, QUERY);
+    let waited: u64 = parts.headers["x-arrived-ms-ago"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(waited >= 150, "the body's 150 ms count: {waited} ms");
 }
 
 #[tokio::test]
@@ -269,25 +327,6 @@ async fn a_body_of_unknown_length_is_not_read_by_the_lane() {
     let (parts, echoed) = text(serve(Arc::clone(&state), stand_in(), asked).await).await;
     assert_eq!(parts.status, StatusCode::IM_A_TEAPOT);
     assert_eq!(echoed, QUERY);
-}
-
-/// A body that announces its length and then fails, as an aborted upload does.
-struct Aborted;
-
-impl Body for Aborted {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        Poll::Ready(Some(Err(std::io::ErrorKind::ConnectionReset.into())))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(QUERY.len() as u64)
-    }
 }
 
 #[tokio::test]
@@ -309,4 +348,20 @@ async fn a_body_that_fails_in_the_lane_is_answered_as_the_read_handler_answers_i
     );
     assert!(lane.headers.contains_key(REQUEST_ID));
     assert!(counted(&state, "read", "error", 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layers_time_a_request_from_its_arrival() {
+    let state = state(|_| {});
+    let arrived = Instant::now();
+    tokio::time::advance(std::time::Duration::from_millis(150)).await;
+    let mut health = request("/healthz", body(""));
+    *health.method_mut() = Method::GET;
+    health.extensions_mut().insert(Arrived(arrived));
+    let response = layers::<Full<Bytes>>(Arc::clone(&state))
+        .oneshot(health.map(Either::Left))
+        .await
+        .unwrap();
+    let timing = response.headers()[HEADER_SERVER_TIMING].to_str().unwrap();
+    assert!(timing.starts_with("proxy;dur=150."), "{timing}");
 }
