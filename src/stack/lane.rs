@@ -100,11 +100,15 @@ where
     response
 }
 
-/// The route of a request the lane may answer, judged from its head alone: a retrieval the read
-/// handler would look up in the cache before anything else (no `Cache-Control` of the client's,
-/// a valid budget), with a body whose length is known, within the body limit and small enough
-/// to be memoised (`cache/memo.rs`), and no `Expect` to answer first.
+/// The route of a request the lane may answer, judged from its head alone: with the cache on and
+/// its local entries trusted (`State::trusts_local_entries`), a retrieval the read handler would
+/// look up in the cache before anything else (no `Cache-Control` of the client's, a valid
+/// budget), with a body whose length is known, within the body limit and small enough to be
+/// memoised (`cache/memo.rs`), and no `Expect` to answer first.
 fn candidate<B: Body>(state: &State, request: &Request<B>) -> Option<ReadRoute> {
+    if !state.cache_enabled || !state.trusts_local_entries() {
+        return None;
+    }
     let length = request.body().size_hint().exact()?;
     if length > MAX_MEMO_BODY_BYTES as u64 || length > state.max_body_bytes as u64 {
         return None;

@@ -285,6 +285,10 @@ async fn with_the_cache_off_or_a_body_over_the_limit_the_layers_answer() {
     )
     .await;
     assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "cache off");
+    assert!(
+        !parts.headers.contains_key("x-arrived-ms-ago"),
+        "with the cache off the lane does not read the body"
+    );
 
     // Within what the memo holds, but over the body limit: the layers' 413, never a hit.
     let state = self::state(|s| s.server.max_body_bytes = QUERY.len() as u64 - 1);
