@@ -43,7 +43,7 @@
 //! 1; the two-worker targets are left out of the pinned pass. Affinity is restored afterwards.
 //! The tables and ratios are printed and written to `target/bench-loopback.md`.
 //!
-//! Run: `cargo bench --bench loopback` (about a minute on the 2-core CI machine). Unpinned, the
+//! Run: `cargo bench --bench loopback` (about 3 minutes on the 2-core CI machine). Unpinned, the
 //! one-connection latencies are dominated by cross-CPU wake-ups (tens of µs each on a small VM,
 //! depending on where the scheduler puts each thread).
 
@@ -90,7 +90,7 @@ const MISS_N: usize = 5_000;
 const ROUNDS: usize = 20;
 /// Throughput: `CONNECTIONS` connections, `RPS_PASSES` runs of `RPS_WARMUP` + `RPS_RUN` each.
 const CONNECTIONS: usize = 32;
-const RPS_PASSES: u32 = 2;
+const RPS_PASSES: u32 = 6;
 const RPS_WARMUP: Duration = Duration::from_millis(250);
 const RPS_RUN: Duration = Duration::from_millis(1_500);
 /// memU's answer to every retrieval, as the real server shapes it (memu-api.md §3.1).
