@@ -11,10 +11,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use crate::body::{full, is_length_limit, ProxyBody};
+use crate::body::{full, is_length_limit, BoxError};
 use crate::error::ProxyError;
 use crate::outcome::RouteClassLabel;
 use crate::state::State;
@@ -30,7 +31,11 @@ pub struct Exchanged {
 /// Reads a whole request body by `by`. Its size is bounded by the `RequestBodyLimitLayer` around
 /// every handler (`stack.rs`) at `limit` bytes; crossing it is reported as 413, a body still
 /// arriving at `by` as 408, any other failure (bad framing, an aborted upload) as 400.
-pub async fn read_body(body: ProxyBody, limit: usize, by: Instant) -> Result<Bytes, ProxyError> {
+pub async fn read_body<B>(body: B, limit: usize, by: Instant) -> Result<Bytes, ProxyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let mut collect = pin!(body.collect());
     // Most bodies are here already (small, sent with the head): those need no timer.
     let collected = match poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
@@ -45,7 +50,7 @@ pub async fn read_body(body: ProxyBody, limit: usize, by: Instant) -> Result<Byt
             collected
         }
     };
-    match collected {
+    match collected.map_err(Into::into) {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if is_length_limit(error.as_ref()) => Err(ProxyError::BodyTooLarge { limit }),
         Err(error) => Err(ProxyError::BodyRead(error)),

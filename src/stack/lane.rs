@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http::header::EXPECT;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{Either, Full};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -46,14 +46,13 @@ pub(super) async fn serve<B>(
 ) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    B::Error: Into<BoxError> + Send,
 {
     let started = Instant::now();
     let Some(route) = candidate(&state, &request) else {
         return through(&layers, request.map(Either::Left)).await;
     };
     let (parts, body) = request.into_parts();
-    let body = body.map_err(Into::into).boxed_unsync();
     let read = read_body(
         body,
         state.max_body_bytes,
@@ -132,7 +131,7 @@ fn candidate<B: Body>(state: &State, request: &Request<B>) -> Option<ReadRoute> 
 async fn through<B>(layers: &Layered<B>, request: Request<LaneBody<B>>) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    B::Error: Into<BoxError> + Send,
 {
     let Ok(response) = layers.clone().oneshot(request).await;
     response

@@ -67,7 +67,7 @@ type LaneBody<B> = Either<B, Full<Bytes>>;
 pub fn service<B>(state: Arc<State>) -> Stack<B>
 where
     B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    B::Error: Into<BoxError> + Send,
 {
     let layered = Arc::new(layers(Arc::clone(&state)));
     BoxCloneService::new(tower::service_fn(move |request| {
