@@ -45,8 +45,14 @@ async fn call<B>(stack: Stack<B>, request: Request<B>) -> (StatusCode, http::Hea
 }
 
 fn counted(state: &State, route_class: &str, outcome: &str) -> bool {
+    counted_times(state, route_class, outcome, 1)
+}
+
+/// Whether `/metrics` counts exactly `times` requests of this route class and outcome (also
+/// used by the lane's tests).
+pub(super) fn counted_times(state: &State, route_class: &str, outcome: &str, times: u32) -> bool {
     let series = format!(
-        r#"memu_proxy_requests_total{{route_class="{route_class}",outcome="{outcome}"}} 1"#
+        r#"memu_proxy_requests_total{{route_class="{route_class}",outcome="{outcome}"}} {times}"#
     );
     state.render_metrics().contains(&series)
 }

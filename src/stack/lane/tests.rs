@@ -13,6 +13,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 
 use super::super::layers;
+use super::super::tests::counted_times as counted;
 use super::*;
 use crate::body::full;
 use crate::cache::memo::MAX_MEMO_BODY_BYTES;
@@ -101,17 +102,37 @@ where
     )))
 }
 
-async fn text(response: Response<ProxyBody>) -> (http::response::Parts, String) {
+/// `asked` through the lane, with the stand-in under it: the answer's head and body.
+async fn through_lane<B>(state: &Arc<State>, asked: Request<B>) -> Answer
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + Send,
+{
+    text(serve(Arc::clone(state), stand_in(), asked).await).await
+}
+
+/// The same request through the lane (the stand-in under it) and through the real layers
+/// alone, each answer's head and body.
+async fn lane_and_layers<B>(state: &Arc<State>, asked: impl Fn() -> Request<B>) -> (Answer, Answer)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + Send,
+{
+    let from_lane = through_lane(state, asked()).await;
+    let from_layers = layers::<B>(Arc::clone(state))
+        .oneshot(asked().map(Either::Left))
+        .await
+        .unwrap();
+    (from_lane, text(from_layers).await)
+}
+
+/// An answer's head and its body as text.
+type Answer = (http::response::Parts, String);
+
+async fn text(response: Response<ProxyBody>) -> Answer {
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     (parts, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn counted(state: &State, route_class: &str, outcome: &str, times: u32) -> bool {
-    let series = format!(
-        r#"memu_proxy_requests_total{{route_class="{route_class}",outcome="{outcome}"}} {times}"#
-    );
-    state.render_metrics().contains(&series)
 }
 
 #[tokio::test]
@@ -122,8 +143,7 @@ async fn an_exact_repeat_of_a_cached_retrieval_is_answered_in_the_lane() {
         .headers_mut()
         .insert(REQUEST_ID, HeaderValue::from_static("turn-7"));
     cache(&state, &asked, QUERY);
-    let response = serve(Arc::clone(&state), stand_in(), asked).await;
-    let (parts, answer) = text(response).await;
+    let (parts, answer) = through_lane(&state, asked).await;
     assert_eq!(parts.status, StatusCode::OK, "{answer}");
     assert_eq!(answer, ANSWER);
     assert_eq!(parts.headers[HEADER_CACHE_STATUS], "memu-proxy; hit");
@@ -141,13 +161,7 @@ async fn a_hit_in_the_lane_is_the_hit_the_layers_serve() {
     let state = state(|_| {});
     let asked = || request(RELATED, body(QUERY));
     cache(&state, &asked(), QUERY);
-    let from_lane = serve(Arc::clone(&state), stand_in(), asked()).await;
-    let from_layers = layers::<Full<Bytes>>(Arc::clone(&state))
-        .oneshot(asked().map(Either::Left))
-        .await
-        .unwrap();
-    let ((lane, lane_body), (layered, layered_body)) =
-        (text(from_lane).await, text(from_layers).await);
+    let ((lane, lane_body), (layered, layered_body)) = lane_and_layers(&state, asked).await;
     assert_eq!(lane.status, layered.status);
     assert_eq!(lane_body, layered_body);
     let shape = |headers: &HeaderMap| -> Vec<(String, String)> {
@@ -217,7 +231,7 @@ async fn everything_but_a_fresh_hit_goes_to_the_layers_with_its_body() {
         let state = state(|_| {});
         // The cached answer is the one to `QUERY` as `request` sends it (or to `long`).
         cache(&state, &request(RELATED, body(sent)), sent);
-        let (parts, echoed) = text(serve(Arc::clone(&state), stand_in(), asked).await).await;
+        let (parts, echoed) = through_lane(&state, asked).await;
         assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "{case}");
         assert_eq!(echoed, sent, "{case}: the layers get the whole body");
         assert!(!counted(&state, "read", "hit", 1), "{case}");
@@ -228,15 +242,7 @@ async fn everything_but_a_fresh_hit_goes_to_the_layers_with_its_body() {
 async fn a_miss_a_stale_answer_or_an_invalidated_one_goes_to_the_layers() {
     // Nothing cached.
     let state = state(|_| {});
-    let (parts, echoed) = text(
-        serve(
-            Arc::clone(&state),
-            stand_in(),
-            request(RELATED, body(QUERY)),
-        )
-        .await,
-    )
-    .await;
+    let (parts, echoed) = through_lane(&state, request(RELATED, body(QUERY))).await;
     assert_eq!(parts.status, StatusCode::IM_A_TEAPOT);
     assert_eq!(echoed, QUERY);
 
@@ -253,7 +259,7 @@ async fn a_miss_a_stale_answer_or_an_invalidated_one_goes_to_the_layers() {
         crate::cache::Invalidate::AllAgents,
         crate::metrics::InvalidationCause::Write,
     );
-    let (parts, _) = text(serve(Arc::clone(&state), stand_in(), asked()).await).await;
+    let (parts, _) = through_lane(&state, asked()).await;
     assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "invalidated");
 
     // Cached, but past its freshness: without stale-while-revalidate a miss, with it a stale
@@ -266,7 +272,7 @@ async fn a_miss_a_stale_answer_or_an_invalidated_one_goes_to_the_layers() {
         });
         cache(&state, &asked(), QUERY);
         tokio::time::advance(std::time::Duration::from_secs(2)).await;
-        let (parts, _) = text(serve(Arc::clone(&state), stand_in(), asked()).await).await;
+        let (parts, _) = through_lane(&state, asked()).await;
         assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "swr {revalidate} s");
     }
 }
@@ -275,15 +281,7 @@ async fn a_miss_a_stale_answer_or_an_invalidated_one_goes_to_the_layers() {
 async fn with_the_cache_off_or_a_body_over_the_limit_the_layers_answer() {
     let state = state(|s| s.cache.enabled = false);
     cache(&state, &request(RELATED, body(QUERY)), QUERY);
-    let (parts, _) = text(
-        serve(
-            Arc::clone(&state),
-            stand_in(),
-            request(RELATED, body(QUERY)),
-        )
-        .await,
-    )
-    .await;
+    let (parts, _) = through_lane(&state, request(RELATED, body(QUERY))).await;
     assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "cache off");
     assert!(
         !parts.headers.contains_key("x-arrived-ms-ago"),
@@ -293,15 +291,7 @@ async fn with_the_cache_off_or_a_body_over_the_limit_the_layers_answer() {
     // Within what the memo holds, but over the body limit: the layers' 413, never a hit.
     let state = self::state(|s| s.server.max_body_bytes = QUERY.len() as u64 - 1);
     cache(&state, &request(RELATED, body(QUERY)), QUERY);
-    let (parts, _) = text(
-        serve(
-            Arc::clone(&state),
-            stand_in(),
-            request(RELATED, body(QUERY)),
-        )
-        .await,
-    )
-    .await;
+    let (parts, _) = through_lane(&state, request(RELATED, body(QUERY))).await;
     assert_eq!(parts.status, StatusCode::IM_A_TEAPOT, "over the limit");
 }
 
@@ -309,7 +299,7 @@ async fn with_the_cache_off_or_a_body_over_the_limit_the_layers_answer() {
 async fn a_request_passed_on_after_its_body_carries_its_arrival() {
     let state = state(|_| {});
     let asked = request(RELATED, Slow::new(std::time::Duration::from_millis(150)));
-    let (parts, echoed) = text(serve(Arc::clone(&state), stand_in(), asked).await).await;
+    let (parts, echoed) = through_lane(&state, asked).await;
     assert_eq!(parts.status, StatusCode::IM_A_TEAPOT);
     assert_eq!(echoed, QUERY);
     let waited: u64 = parts.headers["x-arrived-ms-ago"]
@@ -328,7 +318,7 @@ async fn a_body_of_unknown_length_is_not_read_by_the_lane() {
         Bytes::from_static(QUERY.as_bytes()),
     ))]);
     let asked = request(RELATED, StreamBody::new(chunks));
-    let (parts, echoed) = text(serve(Arc::clone(&state), stand_in(), asked).await).await;
+    let (parts, echoed) = through_lane(&state, asked).await;
     assert_eq!(parts.status, StatusCode::IM_A_TEAPOT);
     assert_eq!(echoed, QUERY);
 }
@@ -336,13 +326,8 @@ async fn a_body_of_unknown_length_is_not_read_by_the_lane() {
 #[tokio::test]
 async fn a_body_that_fails_in_the_lane_is_answered_as_the_read_handler_answers_it() {
     let state = state(|_| {});
-    let from_lane = serve(Arc::clone(&state), stand_in(), request(RELATED, Aborted)).await;
-    let from_layers = layers::<Aborted>(Arc::clone(&state))
-        .oneshot(request(RELATED, Aborted).map(Either::Left))
-        .await
-        .unwrap();
-    let ((lane, lane_body), (layered, layered_body)) =
-        (text(from_lane).await, text(from_layers).await);
+    let asked = || request(RELATED, Aborted);
+    let ((lane, lane_body), (layered, layered_body)) = lane_and_layers(&state, asked).await;
     assert_eq!(lane.status, StatusCode::BAD_REQUEST, "{lane_body}");
     assert_eq!(lane.status, layered.status);
     assert_eq!(lane_body, layered_body);
