@@ -87,8 +87,9 @@ pub async fn handle(
 
 /// The whole of a fresh hit for this exact request, if the cache has one: the key (from the memo
 /// for a repeat), the current generations, the fresh entry, timed from `started`. The hit lane
-/// (`stack/lane.rs`) answers with it in front of the layers; a `None` goes through [`handle`],
-/// which also serves what this leaves out (stale, similar and shared hits; `Cache-Control`).
+/// (`stack/lane.rs`) answers with it in front of the layers, once it has checked that the cache
+/// is on and its local entries are trusted; a `None` goes through [`handle`], which also serves
+/// what this leaves out (stale, similar and shared hits; `Cache-Control`).
 pub fn fresh_hit(
     state: &State,
     route: ReadRoute,
@@ -96,9 +97,6 @@ pub fn fresh_hit(
     body: &[u8],
     started: Instant,
 ) -> Option<Handled> {
-    if !state.cache_enabled || !state.trusts_local_entries() {
-        return None;
-    }
     let keyed = state.keys.keyed(route, parts, body)?;
     let generations = state.scopes.current_of(&keyed.slots);
     match state

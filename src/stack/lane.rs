@@ -85,8 +85,7 @@ where
         }
         Err(panic) => return finished(panic_response(panic), &parts.headers, started, &state),
     };
-    // As `PropagateRequestIdLayer`: an id already on the response stays.
-    (response.headers_mut().entry(REQUEST_ID)).or_insert_with(|| request_id(&parts.headers));
+    with_request_id(&mut response, &parts.headers);
     let record = Record {
         route_class: RouteClassLabel::Read,
         outcome,
@@ -145,8 +144,14 @@ fn finished(
     started: Instant,
     state: &State,
 ) -> Response<ProxyBody> {
-    (response.headers_mut().entry(REQUEST_ID)).or_insert_with(|| request_id(headers));
+    with_request_id(&mut response, headers);
     finish_response(response, started, &state.metrics)
+}
+
+/// The request's id on its response, as `PropagateRequestIdLayer` puts it: an id already on the
+/// response stays.
+fn with_request_id(response: &mut Response<ProxyBody>, request_headers: &http::HeaderMap) {
+    (response.headers_mut().entry(REQUEST_ID)).or_insert_with(|| request_id(request_headers));
 }
 
 #[cfg(test)]
