@@ -60,7 +60,7 @@ fn ratios(rows: &[Row]) -> String {
         Some((a, b)) => format!("{:.2}", a / b),
         None => "n/a".into(),
     };
-    let cpu = |name| find(name).and_then(|r| r.cpu_many);
+    let cpu = |name| cpu_of(rows, name);
     let rps = |name| find(name).map(|r| r.rps);
     let above = |name| match find(name).zip(find("direct")) {
         Some((r, direct)) => format!("{name} {:+.1} µs", r.hit.0 - direct.hit.0),
@@ -94,6 +94,22 @@ fn ratios(rows: &[Row]) -> String {
     } else {
         String::new()
     };
+    // What hyper itself costs: the stand-in memU is a hyper 1.x server that reads the body and
+    // answers a fixed one, so a hyper-based proxy can cost no less per hit nor answer more hits
+    // on one thread; the targets are placed against it.
+    let over_direct = |us: Option<f64>| match us.zip(cpu("direct")) {
+        Some((us, direct)) => format!("{:+.1} µs", us - direct),
+        None => "n/a".into(),
+    };
+    let hyper_floor = format!(
+        "hyper floor (direct: a hyper 1.x server reading the body, answering a fixed one): \
+         CPU per hit direct / nginx = {}; 0.65 x nginx = direct {}, proxy = direct {}; \
+         hit rps direct (one thread) / nginx-auto = {}\n",
+        ratio(cpu("direct"), cpu("nginx")),
+        over_direct(cpu("nginx").map(|nginx| 0.65 * nginx)),
+        over_direct(cpu("proxy")),
+        ratio(rps("direct"), rps("nginx-auto")),
+    );
     format!(
         "CPU per hit (32 conn): proxy / nginx = {} (target <= 0.65); proxy - floor = {} µs\n\
          hit rps (32 conn): proxy-2 / nginx-auto = {} (target >= 1.4); proxy / nginx = {}\n\
@@ -107,5 +123,11 @@ fn ratios(rows: &[Row]) -> String {
         above("proxy"),
         above("nginx"),
         client.collect::<Vec<_>>().join(", "),
-    ) + &ceilings
+    ) + &hyper_floor
+        + &ceilings
+}
+
+/// A target's CPU µs per hit over 32 connections, if it ran.
+fn cpu_of(rows: &[Row], name: &str) -> Option<f64> {
+    rows.iter().find(|r| r.name == name).and_then(|r| r.cpu_many)
 }
