@@ -35,8 +35,11 @@
 //! 32-connection figure is the headline "CPU per hit". The load generator's own CPU (its one
 //! thread) is printed too, to show it is not what limits throughput, and so is the CPU time the
 //! host stole from the VM during each pass (`/proc/stat`), a measure of how noisy the run was.
-//! Under the unpinned table, a 2-core ceiling per target: 2 s of CPU per second over the target's
-//! and the load generator's CPU per request, the throughput it could reach were nothing idle.
+//! Under each table, a hyper-floor line: `direct` is a hyper 1.x server that reads the body and
+//! answers a fixed one, the least any hyper-based proxy can cost per hit and the most hits one
+//! such thread answers, so the targets are also placed against it. Under the unpinned table, a
+//! 2-core ceiling per target: 2 s of CPU per second over the target's and the load generator's
+//! CPU per request, the throughput it could reach were nothing idle.
 //!
 //! The whole measurement runs twice: unpinned, then pinned with `taskset -a -p`: every target's
 //! processes (and the stand-in memU's thread) on CPU 0, this process (the load generator) on CPU

@@ -95,8 +95,8 @@ fn ratios(rows: &[Row]) -> String {
         String::new()
     };
     // What hyper itself costs: the stand-in memU is a hyper 1.x server that reads the body and
-    // answers a fixed one, so a hyper-based proxy can cost no less per hit nor answer more hits
-    // on one thread; the targets are placed against it.
+    // answers a fixed one, about the least a hyper-based proxy can cost per hit and the most
+    // hits it answers on one thread; the targets are placed against it.
     let over_direct = |us: Option<f64>| match us.zip(cpu("direct")) {
         Some((us, direct)) => format!("{:+.1} µs", us - direct),
         None => "n/a".into(),
@@ -129,5 +129,7 @@ fn ratios(rows: &[Row]) -> String {
 
 /// A target's CPU µs per hit over 32 connections, if it ran.
 fn cpu_of(rows: &[Row], name: &str) -> Option<f64> {
-    rows.iter().find(|r| r.name == name).and_then(|r| r.cpu_many)
+    rows.iter()
+        .find(|r| r.name == name)
+        .and_then(|r| r.cpu_many)
 }
