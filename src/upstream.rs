@@ -31,7 +31,7 @@ use std::sync::Arc;
 use crate::body::{is_client_body_error, is_length_limit, BoxError, ClientBody, ProxyBody};
 use crate::circuit::{Circuit, Ticket};
 use crate::config::UpstreamConfig;
-use crate::headers::{strip_hop_by_hop, BUDGET_HEADER};
+use crate::headers::{strip_hop_by_hop, BUDGET_HEADER, REQUEST_ID};
 use crate::tls::{self, TlsHealth, TlsRejection};
 
 /// Why an upstream exchange produced no usable response.
@@ -84,9 +84,6 @@ impl UpstreamError {
         }
     }
 }
-
-/// The request-id header (set by the stack's request-id layers).
-const REQUEST_ID: http::header::HeaderName = http::header::HeaderName::from_static("x-request-id");
 
 /// Which content encoding to ask memU for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

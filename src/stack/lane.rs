@@ -28,12 +28,12 @@ use http_body_util::{Either, Full};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::{conclude, finish_response, panic_response, request_id, LaneBody, Layered, REQUEST_ID};
+use super::{conclude, finish_response, panic_response, request_id, LaneBody, Layered};
 use crate::body::{BoxError, ProxyBody};
 use crate::cache::memo::MAX_MEMO_BODY_BYTES;
 use crate::exchange::read_body;
 use crate::handlers::{self, admin, prewarm, read};
-use crate::headers::{client_cache, request_budget, ClientCache};
+use crate::headers::{client_cache, request_budget, ClientCache, REQUEST_ID};
 use crate::outcome::{Arrived, Handled, Record, RouteClassLabel};
 use crate::routes::{classify, ReadRoute, RouteClass};
 use crate::state::State;

@@ -42,7 +42,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::body::{full, BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::handlers;
-use crate::headers::CacheStatus;
+use crate::headers::{CacheStatus, REQUEST_ID};
 use crate::linger::Lingering;
 use crate::metrics::Metrics;
 use crate::outcome::{Record, RequestInfo};
@@ -217,10 +217,6 @@ fn new_uuid() -> HeaderValue {
     let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
     HeaderValue::from_str(text).expect("a hyphenated UUID is a valid header value")
 }
-
-/// The header carrying the request id: accepted from the client, else generated; returned in the
-/// response and forwarded to memU.
-const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 /// Milliseconds rounded to a tenth, as the log line shows them (`48.6`, not `48.632070999999996`).
 fn tenths_of_ms(duration: std::time::Duration) -> f64 {
