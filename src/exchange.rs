@@ -28,9 +28,10 @@ pub struct Exchanged {
     pub upstream: Duration,
 }
 
-/// Reads a whole request body by `by`. Its size is bounded by the `RequestBodyLimitLayer` around
-/// every handler (`stack.rs`) at `limit` bytes; crossing it is reported as 413, a body still
-/// arriving at `by` as 408, any other failure (bad framing, an aborted upload) as 400.
+/// Reads a whole request body by `by`. Its size is bounded before it gets here, at `limit`
+/// bytes: by the `RequestBodyLimitLayer` around every handler (`stack/mod.rs`), or, in the hit
+/// lane (`stack/lane.rs`), by the exact length it accepts; crossing it is reported as 413, a body
+/// still arriving at `by` as 408, any other failure (bad framing, an aborted upload) as 400.
 pub async fn read_body<B>(body: B, limit: usize, by: Instant) -> Result<Bytes, ProxyError>
 where
     B: Body<Data = Bytes>,

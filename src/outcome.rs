@@ -2,7 +2,7 @@
 //!
 //! Handlers (`handlers/`) produce a [`Handled`]: the response plus how the request ended
 //! ([`Outcome`]) and how long memU took. Dispatch attaches a [`RequestInfo`] to the response;
-//! the outermost layer (`stack.rs`) takes it off again to write the log line and the request
+//! the outermost layer (`stack/mod.rs`) takes it off again to write the log line and the request
 //! metrics. Plain values: nothing here touches the network or the cache.
 
 use std::time::Duration;

@@ -10,7 +10,7 @@
 //! | [`passthrough`] | task-status polls and everything else |
 //!
 //! Handlers take a `Request<ProxyBody>` and return a [`Handled`] or a [`ProxyError`]; dispatch
-//! attaches the [`RequestInfo`] the outer layer (`stack.rs`) logs and counts. Handlers import
+//! attaches the [`RequestInfo`] the outer layer (`stack/mod.rs`) logs and counts. Handlers import
 //! only downward (fetch, exchange, respond, tasks, state, and the leaves below them), never from
 //! each other or from this file.
 
@@ -37,7 +37,7 @@ use crate::routes::{classify, RouteClass};
 use crate::state::State;
 
 /// Handles one request on the main listener; never fails (errors become responses here). Only
-/// `stack.rs` calls it, inside the body-size limit the handlers rely on.
+/// `stack/mod.rs` calls it, inside the body-size limit the handlers rely on.
 pub(crate) async fn dispatch<B>(state: Arc<State>, request: Request<B>) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
