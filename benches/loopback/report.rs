@@ -60,7 +60,7 @@ fn ratios(rows: &[Row]) -> String {
         Some((a, b)) => format!("{:.2}", a / b),
         None => "n/a".into(),
     };
-    let cpu = |name| cpu_of(rows, name);
+    let cpu = |name| find(name).and_then(|r| r.cpu_many);
     let rps = |name| find(name).map(|r| r.rps);
     let above = |name| match find(name).zip(find("direct")) {
         Some((r, direct)) => format!("{name} {:+.1} µs", r.hit.0 - direct.hit.0),
@@ -125,11 +125,4 @@ fn ratios(rows: &[Row]) -> String {
         client.collect::<Vec<_>>().join(", "),
     ) + &hyper_floor
         + &ceilings
-}
-
-/// A target's CPU µs per hit over 32 connections, if it ran.
-fn cpu_of(rows: &[Row], name: &str) -> Option<f64> {
-    rows.iter()
-        .find(|r| r.name == name)
-        .and_then(|r| r.cpu_many)
 }
