@@ -206,7 +206,8 @@ fn from_shared(
     );
     let entry = Arc::new(entry);
     let current = state.scopes.current(&key.scope);
-    if admit(*generations, current, || {
+    let purges = state.scopes.purges(&key.scope);
+    if admit(*generations, current, purges, || {
         state.store.holds_current(key, current)
     }) {
         if let Some((index, _)) = &state.similar {
@@ -220,7 +221,8 @@ fn from_shared(
 /// Stores a cacheable answer when [`admit`] allows; true if it was stored.
 fn store(state: &State, (key, generations): &InflightKey, answer: &Buffered) -> bool {
     let current = state.scopes.current(&key.scope);
-    if !admit(*generations, current, || {
+    let purges = state.scopes.purges(&key.scope);
+    if !admit(*generations, current, purges, || {
         state.store.holds_current(key, current)
     }) {
         return false;

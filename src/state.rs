@@ -21,7 +21,7 @@ use crate::circuit::Circuit;
 use crate::config::Config;
 use crate::decide::Fetched;
 use crate::metrics::{self, InvalidationCause, Metrics};
-use crate::routes::TaskSpec;
+use crate::routes::{TaskSpec, WriteKind};
 use crate::shared::SharedTier;
 use crate::upstream::Upstream;
 
@@ -37,6 +37,7 @@ pub type InflightFetches = Inflight<InflightKey, Arc<Fetched>>;
 #[derive(Debug, Clone)]
 pub struct TrackedTask {
     pub targets: Arc<[(Scope, Invalidate)]>,
+    pub kind: WriteKind,
     pub spec: TaskSpec,
 }
 
@@ -186,24 +187,31 @@ impl State {
             .is_none_or(|shared| shared.trusts_local())
     }
 
-    /// Bumps the generations a write to `scope` invalidates, and counts it.
-    pub(crate) fn invalidate(&self, scope: &Scope, what: Invalidate, cause: InvalidationCause) {
-        self.scopes.invalidate(scope, what);
-        self.metrics.invalidation(cause);
+    /// Bumps the generations a write of `kind` to `scope` invalidates, and counts it.
+    pub(crate) fn invalidate(
+        &self,
+        scope: &Scope,
+        what: Invalidate,
+        kind: WriteKind,
+        cause: InvalidationCause,
+    ) {
+        self.scopes.invalidate(scope, what, kind);
+        self.metrics.invalidation(cause, kind);
     }
 
-    /// Invalidates every `(scope, what)` of a write, here and, through the shared tier, in
-    /// every other replica.
+    /// Invalidates every `(scope, what)` of a write of `kind`, here and, through the shared
+    /// tier, in every other replica.
     pub(crate) async fn invalidate_all(
         &self,
         targets: &[(Scope, Invalidate)],
+        kind: WriteKind,
         cause: InvalidationCause,
     ) {
         for (scope, what) in targets {
-            self.invalidate(scope, *what, cause);
+            self.invalidate(scope, *what, kind, cause);
         }
         if let Some(shared) = &self.shared {
-            shared.invalidate(targets).await;
+            shared.invalidate(targets, kind).await;
         }
     }
 
@@ -212,14 +220,15 @@ impl State {
     pub(crate) fn invalidate_all_now(
         &self,
         targets: Arc<[(Scope, Invalidate)]>,
+        kind: WriteKind,
         cause: InvalidationCause,
     ) {
         for (scope, what) in targets.iter() {
-            self.invalidate(scope, *what, cause);
+            self.invalidate(scope, *what, kind, cause);
         }
         if let Some(shared) = &self.shared {
             let shared = Arc::clone(shared);
-            tokio::spawn(async move { shared.invalidate(&targets).await });
+            tokio::spawn(async move { shared.invalidate(&targets, kind).await });
         }
     }
 
@@ -272,7 +281,12 @@ mod tests {
             generations,
             Instant::now(),
         );
-        state.invalidate(&key.scope, Invalidate::Agent, InvalidationCause::Write);
+        state.invalidate(
+            &key.scope,
+            Invalidate::Agent,
+            WriteKind::Supersede,
+            InvalidationCause::Write,
+        );
         let Joined::Leader(_lease) = state.inflight.join(&(key, generations)) else {
             panic!("the first join leads");
         };
@@ -291,7 +305,7 @@ mod tests {
             r#"memu_proxy_circuit_transitions_total{to="half_open"} 0"#,
             r#"memu_proxy_circuit_transitions_total{to="closed"} 0"#,
             "memu_proxy_circuit_short_circuited_total 1",
-            r#"memu_proxy_cache_invalidations_total{cause="write"} 1"#,
+            r#"memu_proxy_cache_invalidations_total{cause="write",kind="supersede"} 1"#,
             "# HELP memu_proxy_cache_entries Entries in the cache.",
             "# HELP memu_proxy_cache_bytes Weighed size of the cache.",
             "# TYPE memu_proxy_cache_bytes gauge",

@@ -20,7 +20,7 @@ use crate::cache::{Invalidate, Scope};
 use crate::exchange::{deadline, forward_buffered};
 use crate::metrics::InvalidationCause;
 use crate::outcome::RouteClassLabel;
-use crate::routes::{field, TaskSpec};
+use crate::routes::{field, TaskSpec, WriteKind};
 use crate::state::{State, TrackedTask};
 
 /// The first wait before polling a memorize task the proxy forwarded; each later wait doubles, up
@@ -38,11 +38,17 @@ pub fn track(
     memorize: &request::Parts,
     task_id: Box<str>,
     targets: Arc<[(Scope, Invalidate)]>,
+    kind: WriteKind,
     spec: TaskSpec,
 ) {
-    state
-        .tasks
-        .insert(task_id.clone(), TrackedTask { targets, spec });
+    state.tasks.insert(
+        task_id.clone(),
+        TrackedTask {
+            targets,
+            kind,
+            spec,
+        },
+    );
     let Ok(permit) = Arc::clone(&state.task_pollers).try_acquire_owned() else {
         return;
     };
@@ -65,7 +71,11 @@ pub fn observe(state: &State, task_id: &str, body: &[u8]) -> bool {
     match outcome(&tracked.spec, body) {
         Some(true) => {
             if let Some((_, tracked)) = state.tasks.remove(task_id) {
-                state.invalidate_all_now(tracked.targets, InvalidationCause::TaskSuccess);
+                state.invalidate_all_now(
+                    tracked.targets,
+                    tracked.kind,
+                    InvalidationCause::TaskSuccess,
+                );
             }
             true
         }

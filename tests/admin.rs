@@ -59,7 +59,7 @@ async fn metrics_count_requests_by_class_and_outcome() {
         ),
         (r#"memu_proxy_fallbacks_total{reason="timeout"}"#, 1.0),
         (
-            r#"memu_proxy_cache_invalidations_total{cause="write"}"#,
+            r#"memu_proxy_cache_invalidations_total{cause="write",kind="supersede"}"#,
             2.0,
         ),
         ("memu_proxy_cache_entries", 1.0),

@@ -94,7 +94,7 @@ async fn task_success_seen_through_the_proxy_invalidates_again() {
     assert_eq!(
         metric(
             &metrics,
-            r#"memu_proxy_cache_invalidations_total{cause="task_success"}"#
+            r#"memu_proxy_cache_invalidations_total{cause="task_success",kind="supersede"}"#
         ),
         1.0
     );
@@ -235,7 +235,7 @@ async fn the_proxy_polls_memorize_tasks_itself_when_clients_do_not() {
         let metrics = proxy.metrics().await;
         metric(
             &metrics,
-            r#"memu_proxy_cache_invalidations_total{cause="task_success"}"#,
+            r#"memu_proxy_cache_invalidations_total{cause="task_success",kind="supersede"}"#,
         ) == 1.0
     })
     .await;

@@ -8,37 +8,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::redis::{RedisServer, Relay};
+use support::redis::{replica, wait_for_redis, RedisServer, Relay};
 use support::*;
 use tokio::time::Instant;
 
 const SHARED_HIT: &str = "memu-proxy; hit; detail=shared";
-
-/// A replica on `redis_url` in front of `memu`, with `tweak` applied after the shared settings.
-async fn replica(
-    memu: &MemU,
-    redis_url: &str,
-    tweak: impl FnOnce(&mut memu_proxy::config::Settings),
-) -> Proxy {
-    let url = redis_url.to_owned();
-    let proxy = Proxy::start(&memu.url(), move |s| {
-        s.shared_cache.url = Some(url);
-        s.shared_cache.offline_grace_ms = 600;
-        tweak(s);
-    })
-    .await;
-    wait_for_redis(&proxy).await;
-    proxy
-}
-
-/// Waits until the replica's link and stream to Redis are both up.
-async fn wait_for_redis(proxy: &Proxy) {
-    wait_until("the replica to reach Redis", 10, || async {
-        let health = get(&proxy.url("/healthz")).await.json();
-        health["shared_cache"]["link"] == "up" && health["shared_cache"]["stream"] == "up"
-    })
-    .await;
-}
 
 fn pets(user: &str, agent: Option<&str>) -> Value {
     related_body(user, agent, "What pets do I have?")
@@ -193,7 +167,7 @@ async fn a_write_through_a_invalidates_b_within_a_second() {
     assert!(
         metric(
             &metrics,
-            r#"memu_proxy_cache_invalidations_total{cause="replica"}"#
+            r#"memu_proxy_cache_invalidations_total{cause="replica",kind="supersede"}"#
         ) >= 1.0,
         "{metrics}"
     );

@@ -15,5 +15,5 @@ pub mod target;
 
 pub use key::{read_key, request_key, CacheKey, KeyedRead};
 pub use scope::{Generations, Scopes};
-pub use store::{Entry, Lifetimes, Lookup, Store};
+pub use store::{Entry, Lifetimes, Lookup, Stale, Store};
 pub use target::{request_tenant, tenant_of, write_targets, Invalidate, Scope, Tenant};

@@ -8,10 +8,18 @@
 //! upstream fetch *started*; it is a valid hit only while both are unchanged. A write bumps its
 //! scopes, so every read cached before it (or fetched concurrently with it) misses from then on.
 //!
+//! A write that may remove memories ([`WriteKind::Purge`]) also marks its slots purged at the
+//! generation it bumped them to. An entry whose recorded generation of any of its slots is below
+//! that slot's purge mark predates the purge ([`Generations::predates`]): it is never served, not
+//! even as a stale stand-in. A superseded entry (a memorize since) may still stand in when memU
+//! cannot answer.
+//!
 //! The table is bounded: only scopes that were ever bumped are kept, the least recently bumped are
-//! evicted first, and an evicted scope reads as `floor`, the highest generation ever evicted. So a
-//! generation never goes back to a value an entry could have recorded before a bump: eviction can
-//! cause spurious misses, never a stale hit.
+//! evicted first, and an evicted scope reads as `floor`, the highest generation ever evicted, and
+//! its purge mark as `purge_floor`, the highest purge mark ever evicted. So a generation never goes
+//! back to a value an entry could have recorded before a bump, and a purge is never forgotten:
+//! eviction can cause spurious misses and refused stale answers, never a stale hit or a deleted
+//! memory served.
 //!
 //! Every generation lives in a [`Slot`], named by a [`SlotId`]: a SHA-256 digest of the slot's
 //! kind, user and agent, the same in every replica, so the shared tier (`shared/`) can name the
@@ -28,6 +36,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use super::digest::Fields;
 use super::target::{Invalidate, Scope};
 use crate::metrics;
+use crate::routes::WriteKind;
 
 /// The generations a cached entry depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +48,14 @@ pub struct Generations {
     /// Of everything, bumped by a write that covers every user (a memU-server `/clear` naming
     /// only an agent).
     pub all: u64,
+}
+
+impl Generations {
+    /// True when generations recorded as `self` predate a purge whose marks are `purges` (as
+    /// [`Scopes::purges_of`] reads them): an answer fetched under them may hold a deleted memory.
+    pub fn predates(&self, purges: &Generations) -> bool {
+        self.scope < purges.scope || self.user < purges.user || self.all < purges.all
+    }
 }
 
 /// The bounded generation table.
@@ -97,29 +114,62 @@ impl ReadSlots {
     }
 }
 
-/// One generation a write bumps.
+/// A generation counter a write bumps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Bump {
+pub enum Counter {
     Slot(SlotId),
     /// The epoch every read depends on.
     Everything,
 }
 
-/// The generations a write to `scope` bumps: for an agent, that agent's slot and the user's
-/// agent-less slot (reads with `agent_id: null` see every agent's memories).
-pub fn bumps(scope: &Scope, what: Invalidate) -> Vec<Bump> {
+/// One generation a write bumps, and whether it purges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Bump {
+    pub counter: Counter,
+    pub kind: WriteKind,
+}
+
+impl Bump {
+    pub fn slot(id: SlotId, kind: WriteKind) -> Self {
+        Self {
+            counter: Counter::Slot(id),
+            kind,
+        }
+    }
+
+    pub fn everything(kind: WriteKind) -> Self {
+        Self {
+            counter: Counter::Everything,
+            kind,
+        }
+    }
+}
+
+/// Adds `bump` to `all` unless its counter is there already; a purge of a counter wins over a
+/// supersede of the same counter.
+pub fn merge(all: &mut Vec<Bump>, bump: Bump) {
+    match all.iter_mut().find(|b| b.counter == bump.counter) {
+        Some(existing) if bump.kind == WriteKind::Purge => existing.kind = WriteKind::Purge,
+        Some(_) => {}
+        None => all.push(bump),
+    }
+}
+
+/// The generations a write of `kind` to `scope` bumps: for an agent, that agent's slot and the
+/// user's agent-less slot (reads with `agent_id: null` see every agent's memories).
+pub fn bumps(scope: &Scope, what: Invalidate, kind: WriteKind) -> Vec<Bump> {
     match what {
         Invalidate::Agent => {
             let own = Slot::Agent(&scope.user, scope.agent.as_deref()).id();
             let null = Slot::Agent(&scope.user, None).id();
-            let mut bumps = vec![Bump::Slot(own)];
+            let mut bumps = vec![Bump::slot(own, kind)];
             if null != own {
-                bumps.push(Bump::Slot(null));
+                bumps.push(Bump::slot(null, kind));
             }
             bumps
         }
-        Invalidate::AllAgents => vec![Bump::Slot(Slot::AllAgents(&scope.user).id())],
-        Invalidate::Everything => vec![Bump::Everything],
+        Invalidate::AllAgents => vec![Bump::slot(Slot::AllAgents(&scope.user).id(), kind)],
+        Invalidate::Everything => vec![Bump::everything(kind)],
     }
 }
 
@@ -130,15 +180,26 @@ fn table_key(id: &SlotId) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// One remembered slot: its generation, and the generation of its last purge.
+#[derive(Debug, Clone, Copy)]
+struct Remembered {
+    generation: u64,
+    purged: u64,
+}
+
 #[derive(Default)]
 struct Table {
-    generations: HashMap<u64, u64>,
+    generations: HashMap<u64, Remembered>,
     /// Bump order, oldest first; entries whose generation has moved on are skipped lazily.
     order: VecDeque<(u64, u64)>,
     floor: u64,
+    /// The highest purge mark of an evicted slot: what an absent slot's purge mark reads as.
+    purge_floor: u64,
     next: u64,
     /// Bumped by [`Invalidate::Everything`].
     all: u64,
+    /// The everything epoch's last purge.
+    all_purged: u64,
 }
 
 impl Scopes {
@@ -165,18 +226,39 @@ impl Scopes {
         }
     }
 
-    /// Bumps the generations a write to `scope` invalidates.
-    pub fn invalidate(&self, scope: &Scope, what: Invalidate) {
-        self.apply(&bumps(scope, what));
+    /// The purge marks of the slots a read of `scope` depends on.
+    pub fn purges(&self, scope: &Scope) -> Generations {
+        self.purges_of(&ReadSlots::of(scope))
+    }
+
+    /// The purge marks of a read's slots: generations recorded below them predate a purge
+    /// ([`Generations::predates`]).
+    pub fn purges_of(&self, slots: &ReadSlots) -> Generations {
+        let table = self.lock();
+        Generations {
+            scope: table.purged(table_key(&slots.own)),
+            user: table.purged(table_key(&slots.user)),
+            all: table.all_purged,
+        }
+    }
+
+    /// Bumps the generations a write of `kind` to `scope` invalidates.
+    pub fn invalidate(&self, scope: &Scope, what: Invalidate, kind: WriteKind) {
+        self.apply(&bumps(scope, what, kind));
     }
 
     /// Bumps these generations (a write's, or another replica's, as its message names them).
     pub fn apply(&self, bumps: &[Bump]) {
         let mut table = self.lock();
         for bump in bumps {
-            match bump {
-                Bump::Slot(id) => table.bump(table_key(id), self.capacity),
-                Bump::Everything => table.all += 1,
+            match bump.counter {
+                Counter::Slot(id) => table.bump(table_key(&id), bump.kind, self.capacity),
+                Counter::Everything => {
+                    table.all += 1;
+                    if bump.kind == WriteKind::Purge {
+                        table.all_purged = table.all;
+                    }
+                }
             }
         }
     }
@@ -222,158 +304,48 @@ impl Collector for Scopes {
 
 impl Table {
     fn get(&self, slot: u64) -> u64 {
-        self.generations.get(&slot).copied().unwrap_or(self.floor)
+        self.generations
+            .get(&slot)
+            .map_or(self.floor, |r| r.generation)
     }
 
-    fn bump(&mut self, slot: u64, capacity: usize) {
+    fn purged(&self, slot: u64) -> u64 {
+        self.generations
+            .get(&slot)
+            .map_or(self.purge_floor, |r| r.purged)
+    }
+
+    fn bump(&mut self, slot: u64, kind: WriteKind, capacity: usize) {
         self.next += 1;
         let generation = self.next;
-        self.generations.insert(slot, generation);
+        let purged = match kind {
+            WriteKind::Purge => generation,
+            // A slot coming back from eviction keeps the purge marks it may have had.
+            WriteKind::Supersede => self.purged(slot),
+        };
+        self.generations
+            .insert(slot, Remembered { generation, purged });
         self.order.push_back((slot, generation));
         while self.generations.len() > capacity {
             let Some((old, old_generation)) = self.order.pop_front() else {
                 break;
             };
-            if self.generations.get(&old) == Some(&old_generation) {
-                self.generations.remove(&old);
-                self.floor = self.floor.max(old_generation);
+            match self.generations.get(&old) {
+                Some(r) if r.generation == old_generation => {
+                    self.purge_floor = self.purge_floor.max(r.purged);
+                    self.floor = self.floor.max(old_generation);
+                    self.generations.remove(&old);
+                }
+                _ => {}
             }
         }
         if self.order.len() > 2 * capacity {
             let live = &self.generations;
-            self.order.retain(|(s, g)| live.get(s) == Some(g));
+            self.order
+                .retain(|(s, g)| live.get(s).is_some_and(|r| r.generation == *g));
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scope(user: &str, agent: Option<&str>) -> Scope {
-        Scope {
-            tenant: None,
-            user: user.into(),
-            agent: agent.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn agent_write_invalidates_that_agent_and_null_agent_only() {
-        let scopes = Scopes::new(100);
-        let (ua, ub, unull, other) = (
-            scope("u", Some("a")),
-            scope("u", Some("b")),
-            scope("u", None),
-            scope("v", Some("a")),
-        );
-        let before: Vec<_> = [&ua, &ub, &unull, &other].map(|s| scopes.current(s)).into();
-        scopes.invalidate(&ua, Invalidate::Agent);
-        let after: Vec<_> = [&ua, &ub, &unull, &other].map(|s| scopes.current(s)).into();
-        assert_ne!(before[0], after[0], "(u, a)");
-        assert_eq!(before[1], after[1], "(u, b)");
-        assert_ne!(before[2], after[2], "(u, null)");
-        assert_eq!(before[3], after[3], "(v, a)");
-    }
-
-    #[test]
-    fn all_agents_delete_invalidates_every_read_of_the_user() {
-        let scopes = Scopes::new(100);
-        let reads = [
-            scope("u", Some("a")),
-            scope("u", Some("b")),
-            scope("u", None),
-        ];
-        let before = reads.each_ref().map(|s| scopes.current(s));
-        let other_before = scopes.current(&scope("v", None));
-        scopes.invalidate(&scope("u", None), Invalidate::AllAgents);
-        for (read, old) in reads.iter().zip(before) {
-            assert_ne!(scopes.current(read), old, "{read:?}");
-        }
-        assert_eq!(scopes.current(&scope("v", None)), other_before);
-    }
-
-    #[test]
-    fn an_everything_bump_invalidates_every_scope() {
-        let scopes = Scopes::new(100);
-        let reads = [
-            scope("u", Some("a")),
-            scope("v", None),
-            scope("w", Some("")),
-        ];
-        let before = reads.each_ref().map(|s| scopes.current(s));
-        scopes.invalidate(&scope("x", None), Invalidate::Everything);
-        for (read, old) in reads.iter().zip(before) {
-            assert_ne!(scopes.current(read), old, "{read:?}");
-        }
-    }
-
-    #[test]
-    fn a_write_under_any_api_key_invalidates_every_tenants_reads() {
-        let scopes = Scopes::new(100);
-        let mine = Scope {
-            tenant: Some([1; 32]),
-            ..scope("u", Some("a"))
-        };
-        let theirs = Scope {
-            tenant: Some([2; 32]),
-            ..scope("u", Some("a"))
-        };
-        let before = scopes.current(&theirs);
-        scopes.invalidate(&mine, Invalidate::Agent);
-        assert_ne!(scopes.current(&theirs), before);
-    }
-
-    #[test]
-    fn slot_ids_are_stable_and_distinct() {
-        // The same in every process: the shared tier names slots by them.
-        let id = Slot::Agent("u", Some("a")).id();
-        assert_eq!(
-            id[..4],
-            [0x61, 0xa8, 0x22, 0x2e],
-            "a slot's id must never change between releases"
-        );
-        let ids = [
-            Slot::Agent("u", Some("a")).id(),
-            Slot::Agent("u", None).id(),
-            Slot::Agent("u", Some("")).id(),
-            Slot::Agent("ua", None).id(),
-            Slot::AllAgents("u").id(),
-            Slot::AllAgents("ua").id(),
-        ];
-        for (i, a) in ids.iter().enumerate() {
-            for b in &ids[i + 1..] {
-                assert_ne!(a, b);
-            }
-        }
-    }
-
-    #[test]
-    fn bumps_applied_by_id_invalidate_as_the_write_did() {
-        let (writer, reader) = (Scopes::new(100), Scopes::new(100));
-        let read = scope("u", None);
-        let before = reader.current(&read);
-        let write = bumps(&scope("u", Some("a")), Invalidate::Agent);
-        writer.apply(&write);
-        reader.apply(&write);
-        assert_ne!(reader.current(&read), before);
-        assert_eq!(writer.current(&read), reader.current(&read));
-    }
-
-    #[test]
-    fn eviction_never_restores_an_old_generation() {
-        let scopes = Scopes::new(4);
-        let target = scope("target", Some("a"));
-        let recorded_before_write = scopes.current(&target);
-        scopes.invalidate(&target, Invalidate::Agent);
-        for i in 0..100 {
-            scopes.invalidate(&scope(&format!("user{i}"), Some("a")), Invalidate::Agent);
-            assert!(scopes.len() <= 4);
-            assert_ne!(
-                scopes.current(&target),
-                recorded_before_write,
-                "after {i} evictions"
-            );
-        }
-    }
-}
+mod tests;

@@ -5,7 +5,8 @@
 //! started. A lookup decides from those: Fresh (a hit), Revalidate (past the TTL but within the
 //! stale-while-revalidate window: served at once while a refresh runs), or Miss. An entry past
 //! its TTL, or superseded by an invalidation, may still be served by [`Store::stale_if_error`]
-//! when memU cannot answer, within the stale-if-error window, but never as a normal hit.
+//! when memU cannot answer, within the stale-if-error window, but never as a normal hit; an
+//! entry that predates a purge (a delete since its fetch started) is never served at all.
 //! Entries are weighed in bytes (body, headers, key, bookkeeping) so `max_bytes` means bytes.
 //! The store exports its size and evictions at scrape time (its [`Collector`]).
 
@@ -66,6 +67,17 @@ pub enum Lookup {
     Revalidate(Arc<Entry>),
     /// Absent, expired beyond the revalidate window, or superseded by an invalidation.
     Miss,
+}
+
+/// What [`Store::stale_if_error`] found.
+#[derive(Debug)]
+pub enum Stale {
+    /// An answer to stand in for memU's.
+    Serve(Arc<Entry>),
+    /// An answer within the window, ruled out because a purge came after its fetch started.
+    Purged,
+    /// Nothing within the window.
+    None,
 }
 
 /// How long entries are served, relative to when they were stored.
@@ -149,11 +161,15 @@ impl Store {
     }
 
     /// An answer for `key` to serve instead of the empty fallback: past its TTL or superseded,
-    /// but within the stale-if-error window.
-    pub fn stale_if_error(&self, key: &CacheKey, now: Instant) -> Option<Arc<Entry>> {
-        self.cache
-            .get(key)
-            .filter(|entry| now < entry.fresh_until + self.lifetimes.stale_if_error)
+    /// but within the stale-if-error window and not older than a purge of its scope (`purges`,
+    /// as [`Scopes::purges_of`](super::Scopes::purges_of) reads them).
+    pub fn stale_if_error(&self, key: &CacheKey, purges: &Generations, now: Instant) -> Stale {
+        match self.cache.get(key) {
+            Some(entry) if now >= entry.fresh_until + self.lifetimes.stale_if_error => Stale::None,
+            Some(entry) if entry.generations.predates(purges) => Stale::Purged,
+            Some(entry) => Stale::Serve(entry),
+            None => Stale::None,
+        }
     }
 
     /// Stores an answer whose fetch started under `generations`. An answer that predates a write
@@ -315,9 +331,15 @@ mod tests {
         assert!(matches!(at(&store), Lookup::Revalidate(_)));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(matches!(at(&store), Lookup::Miss));
-        assert!(store.stale_if_error(&key(1), Instant::now()).is_some());
+        assert!(matches!(
+            store.stale_if_error(&key(1), &GEN, Instant::now()),
+            Stale::Serve(_)
+        ));
         tokio::time::advance(Duration::from_secs(540)).await;
-        assert!(store.stale_if_error(&key(1), Instant::now()).is_none());
+        assert!(matches!(
+            store.stale_if_error(&key(1), &GEN, Instant::now()),
+            Stale::None
+        ));
     }
 
     #[test]
@@ -331,7 +353,15 @@ mod tests {
             all: 0,
         };
         assert!(matches!(store.lookup(&key(1), later, now), Lookup::Miss));
-        assert!(store.stale_if_error(&key(1), now).is_some());
+        assert!(matches!(
+            store.stale_if_error(&key(1), &GEN, now),
+            Stale::Serve(_)
+        ));
+        // A purge since the fetch started rules it out, inside the window or not.
+        assert!(matches!(
+            store.stale_if_error(&key(1), &later, now),
+            Stale::Purged
+        ));
         assert!(matches!(store.lookup(&key(2), GEN, now), Lookup::Miss));
         let no_stale = Store::new(1 << 20, lifetimes(300, 0, 0));
         admit(&no_stale, 1, GEN, now);
@@ -339,9 +369,10 @@ mod tests {
             no_stale.lookup(&key(1), GEN, now + Duration::from_secs(300)),
             Lookup::Miss
         ));
-        assert!(no_stale
-            .stale_if_error(&key(1), now + Duration::from_secs(300))
-            .is_none());
+        assert!(matches!(
+            no_stale.stale_if_error(&key(1), &GEN, now + Duration::from_secs(300)),
+            Stale::None
+        ));
     }
 
     #[test]

@@ -110,15 +110,17 @@ pub fn repair(judgement: Judgement, route: ReadRoute, fill_null_timestamps: bool
 }
 
 /// Whether a cacheable answer whose fetch started under `started` is stored, now that the scope
-/// is at `current`. A fetch that raced a write is stored (it may serve as stale-if-error, never as
-/// a hit), unless a newer fetch already stored the answer valid now (`holds_current`, asked only
-/// when it matters).
+/// is at `current` with the purge marks `purges`. A fetch that raced a memorize is stored (it may
+/// serve as stale-if-error, never as a hit), unless a newer fetch already stored the answer valid
+/// now (`holds_current`, asked only when it matters). A fetch that raced a purge (a delete) is
+/// never stored: what it read may be a deleted memory.
 pub fn admit(
     started: Generations,
     current: Generations,
+    purges: Generations,
     holds_current: impl FnOnce() -> bool,
 ) -> bool {
-    started == current || !holds_current()
+    started == current || (!started.predates(&purges) && !holds_current())
 }
 
 /// How a client's wait on a fetch ended.

@@ -204,19 +204,25 @@ fn admission_table() {
         user,
         all: 0,
     };
-    // (started, current, a newer answer is stored, admitted)
+    // (started, current, purge marks, a newer answer is stored, admitted)
+    let none = g(0, 0);
     let cases = [
-        (g(0, 0), g(0, 0), false, true),
-        (g(0, 0), g(0, 0), true, true),
-        (g(0, 0), g(1, 0), false, true),
-        (g(0, 0), g(1, 0), true, false),
-        (g(0, 0), g(0, 1), true, false),
+        (g(0, 0), g(0, 0), none, false, true),
+        (g(0, 0), g(0, 0), none, true, true),
+        (g(0, 0), g(1, 0), none, false, true),
+        (g(0, 0), g(1, 0), none, true, false),
+        (g(0, 0), g(0, 1), none, true, false),
+        // A delete since the fetch started: never stored, even with nothing newer there.
+        (g(0, 0), g(1, 0), g(1, 0), false, false),
+        (g(0, 0), g(0, 2), g(0, 1), false, false),
+        // A memorize after a delete the fetch saw: stored as stale-only.
+        (g(2, 0), g(3, 0), g(2, 0), false, true),
     ];
-    for (started, current, newer, want) in cases {
+    for (started, current, purges, newer, want) in cases {
         assert_eq!(
-            admit(started, current, || newer),
+            admit(started, current, purges, || newer),
             want,
-            "{started:?} {current:?} {newer}"
+            "{started:?} {current:?} {purges:?} {newer}"
         );
     }
 }

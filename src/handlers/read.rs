@@ -18,13 +18,14 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::cache::inflight::outcome;
-use crate::cache::{Entry, Generations, KeyedRead, Lookup};
+use crate::cache::{Entry, Generations, KeyedRead, Lookup, Stale};
 use crate::decide::{judge, repair, waiter_answer, Judgement, Waited, WaiterAnswer};
 use crate::error::ProxyError;
 use crate::exchange::{forward_buffered, read_body};
 use crate::fallback::FallbackReason;
 use crate::fetch::{self, FetchReceiver, Joining, Origin};
 use crate::headers::{client_cache, request_budget, ClientCache, Fwd};
+use crate::metrics::StaleRefusal;
 use crate::outcome::{Arrived, Handled, Outcome, RouteClassLabel};
 use crate::respond::{self, add_timing, Forwarded, HitKind};
 use crate::routes::ReadRoute;
@@ -254,7 +255,9 @@ fn timed(mut handled: Handled, started: Instant) -> Handled {
 }
 
 /// When memU cannot answer in time: a stale answer within the stale-if-error window, else the
-/// empty fallback; either is counted.
+/// empty fallback; either is counted. Never an answer fetched before a purge of its scope (a
+/// delete since), nor any stale answer while the shared tier's invalidation stream is lost (a
+/// delete through another replica may have gone unheard).
 fn stale_or_empty(
     state: &State,
     route: ReadRoute,
@@ -262,13 +265,22 @@ fn stale_or_empty(
     reason: FallbackReason,
     upstream: Option<Duration>,
 ) -> Handled {
-    match state.store.stale_if_error(&read.key, Instant::now()) {
-        Some(entry) => {
-            state.metrics.stale_served(reason);
-            respond::stale(&entry, reason, upstream)
+    let purges = state.scopes.purges(&read.key.scope);
+    match state
+        .store
+        .stale_if_error(&read.key, &purges, Instant::now())
+    {
+        Stale::Serve(_) if !state.trusts_local_entries() => {
+            state.metrics.stale_refused(StaleRefusal::StreamLost);
         }
-        None => fallback(state, route, read, reason, upstream),
+        Stale::Serve(entry) => {
+            state.metrics.stale_served(reason);
+            return respond::stale(&entry, reason, upstream);
+        }
+        Stale::Purged => state.metrics.stale_refused(StaleRefusal::Purged),
+        Stale::None => {}
     }
+    fallback(state, route, read, reason, upstream)
 }
 
 /// The empty answer, echoing this request's own query; counted.

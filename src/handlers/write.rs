@@ -1,32 +1,45 @@
 //! Invalidating writes (memorize, delete, commit, clear, for every generation): forwarded once,
-//! never faked, and invalidating what the route's row says they change.
+//! never faked, and invalidating what the route's row says they change, as the row's
+//! [`WriteKind`] says: a memorize supersedes the reads it touches, a delete, clear or commit
+//! purges them (nothing cached before it is served again, not even as a stale stand-in).
 //!
 //! The body is buffered (it is small and bounded) to read the scope it writes. The scopes are
 //! invalidated *before* forwarding, so no read started after the write was sent is served from an
-//! older answer, and again after a successful answer, so a read fetched while memU was applying
-//! the write is not admitted as fresh. An asynchronous write's task id (where its row says) is
+//! older answer, and again once memU has answered (unless it refused the write: 4xx, or never
+//! sent), so a read fetched while memU was applying the write is not admitted as fresh. A write
+//! whose outcome is unknown (5xx, timed out, or the exchange broke after it was sent) is
+//! invalidated once more a write deadline later, in case memU applies it then. A purge, once
+//! made, stays whatever memU answers. An asynchronous write's task id (where its row says) is
 //! remembered, so a later status poll reporting success invalidates once more (`tasks.rs`).
+//!
+//! Once the write is sent, its exchange and follow-up run in a task of their own: a client that
+//! disconnects (hyper then drops this handler) does not cancel what memU applies anyway.
 //! Failures are reported honestly: 504 on the deadline, 502 when memU is unreachable. Writes have
 //! their own, longer deadline (`upstream.write_timeout_ms`): the SDK retries a memorize answered
 //! 504, so cutting one short while memU is still applying it would store it twice.
 
 use std::sync::Arc;
 
-use http::Request;
+use bytes::Bytes;
+use http::{request, Request};
 use serde_json::Value;
 
 use crate::body::ProxyBody;
-use crate::cache::{request_tenant, write_targets};
+use crate::cache::{request_tenant, write_targets, Invalidate, Scope};
 use crate::error::ProxyError;
-use crate::exchange::{forward_buffered, read_body, write_deadline};
+use crate::exchange::{forward_buffered, read_body, write_deadline, Exchanged};
 use crate::metrics::InvalidationCause;
 use crate::outcome::{Handled, Outcome, RouteClassLabel};
 use crate::respond::forwarded;
-use crate::routes::{field, WriteRoute};
+use crate::routes::{field, WriteKind, WriteRoute};
 use crate::state::State;
 use crate::tasks;
+use crate::upstream::UpstreamError;
 
-/// Handles one memorize or delete.
+/// The scopes one write invalidates.
+type Targets = Arc<[(Scope, Invalidate)]>;
+
+/// Handles one memorize, delete, commit or clear.
 pub async fn handle(
     state: &Arc<State>,
     route: WriteRoute,
@@ -34,26 +47,93 @@ pub async fn handle(
 ) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
     let body = read_body(body, state.max_body_bytes, write_deadline(state)).await?;
-    let targets: Arc<[_]> = write_targets(route, request_tenant(&parts.headers), &body).into();
+    let targets: Targets = write_targets(route, request_tenant(&parts.headers), &body).into();
     state
-        .invalidate_all(&targets, InvalidationCause::Write)
+        .invalidate_all(&targets, route.kind, InvalidationCause::Write)
         .await;
 
-    let deadline = write_deadline(state);
-    let exchanged = forward_buffered(state, &parts, body, RouteClassLabel::Write, deadline).await;
+    let exchange = tokio::spawn(exchange(Arc::clone(state), route, parts, body, targets));
+    let exchanged = match exchange.await {
+        Ok(exchanged) => exchanged,
+        // Re-raised here, where the stack's panic layer answers it.
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    };
     let answer = exchanged.result?;
+    Ok(forwarded(&answer, exchanged.upstream, Outcome::Bypass))
+}
 
-    if answer.status.is_success() && !targets.is_empty() {
+/// The write's exchange with memU and what follows it, in a task that outlives the client.
+async fn exchange(
+    state: Arc<State>,
+    route: WriteRoute,
+    parts: request::Parts,
+    body: Bytes,
+    targets: Targets,
+) -> Exchanged {
+    let deadline = write_deadline(&state);
+    let exchanged = forward_buffered(&state, &parts, body, RouteClassLabel::Write, deadline).await;
+    if targets.is_empty() {
+        return exchanged;
+    }
+    let applied = applied(&exchanged.result);
+    if applied != Applied::No {
         state
-            .invalidate_all(&targets, InvalidationCause::Write)
+            .invalidate_all(&targets, route.kind, InvalidationCause::Write)
             .await;
-        if let Some(spec) = route.task {
+    }
+    if applied == Applied::Unknown {
+        invalidate_later(&state, Arc::clone(&targets), route.kind);
+    }
+    if let (Ok(answer), Some(spec)) = (&exchanged.result, route.task) {
+        if answer.status.is_success() {
             if let Some(task_id) = task_id(&answer.body, spec.id) {
-                tasks::track(state, &parts, task_id, targets, spec);
+                tasks::track(&state, &parts, task_id, targets, route.kind, spec);
             }
         }
     }
-    Ok(forwarded(&answer, exchanged.upstream, Outcome::Bypass))
+    exchanged
+}
+
+/// Whether memU applied a write, as far as its answer tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// A 2xx.
+    Yes,
+    /// Not sent (unreachable, refused, circuit open), or rejected with a 4xx.
+    No,
+    /// Answered 5xx, or sent with no answer: memU may have applied it, or may still.
+    Unknown,
+}
+
+fn applied(result: &Result<crate::upstream::Buffered, UpstreamError>) -> Applied {
+    match result {
+        Ok(answer) if answer.status.is_success() => Applied::Yes,
+        Ok(answer) if answer.status.is_server_error() => Applied::Unknown,
+        Ok(_) => Applied::No,
+        Err(
+            UpstreamError::Timeout(_) | UpstreamError::Exchange(_) | UpstreamError::TooLarge(_),
+        ) => Applied::Unknown,
+        Err(
+            UpstreamError::Connect(_)
+            | UpstreamError::Tls(_)
+            | UpstreamError::RequestTooLarge
+            | UpstreamError::CircuitOpen(_)
+            | UpstreamError::ClientBody(_)
+            | UpstreamError::SlowUpload(_),
+        ) => Applied::No,
+    }
+}
+
+/// Invalidates a write whose outcome is unknown once more, a write deadline from now: memU may
+/// still apply it after the proxy gave up on its answer.
+fn invalidate_later(state: &Arc<State>, targets: Targets, kind: WriteKind) {
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        tokio::time::sleep_until(write_deadline(&state)).await;
+        state
+            .invalidate_all(&targets, kind, InvalidationCause::Write)
+            .await;
+    });
 }
 
 /// The task id at `id` in a write's answer (a string; some servers may send a number).

@@ -23,6 +23,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::fallback::FallbackReason;
 use crate::outcome::{Outcome, RouteClassLabel};
+use crate::routes::WriteKind;
 
 mod encode;
 pub use encode::{counter, counter_family, gauge, render};
@@ -86,6 +87,11 @@ label_values! {
     Outcome => |v| v.as_label(),
     FallbackReason => |v| v.as_str(),
     InvalidationCause => |v| v.as_label(),
+    WriteKind => |v| match v {
+        WriteKind::Supersede => "supersede",
+        WriteKind::Purge => "purge",
+    },
+    StaleRefusal => |v| v.as_label(),
     BackgroundEvent => |v| v.as_label(),
 }
 
@@ -108,6 +114,30 @@ struct ReasonLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CauseLabels {
     cause: InvalidationCause,
+    kind: WriteKind,
+}
+
+/// Why a stale answer within its window was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StaleRefusal {
+    /// A delete or clear of its scope came after its fetch started.
+    Purged,
+    /// The shared tier's invalidation stream is lost: a purge may have gone unheard.
+    StreamLost,
+}
+
+impl StaleRefusal {
+    fn as_label(self) -> &'static str {
+        match self {
+            StaleRefusal::Purged => "purged",
+            StaleRefusal::StreamLost => "stream_lost",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    why: StaleRefusal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -156,6 +186,7 @@ pub struct Metrics {
     invalidations: Family<CauseLabels, Counter>,
     coalesced: Counter,
     stale: Family<ReasonLabels, Counter>,
+    stale_refused: Family<RefusalLabels, Counter>,
     background: Family<BackgroundLabels, Counter>,
     prewarms: Counter,
     connections: Family<WorkerLabels, Counter>,
@@ -173,6 +204,7 @@ impl Metrics {
             invalidations: Family::default(),
             coalesced: Counter::default(),
             stale: Family::default(),
+            stale_refused: Family::default(),
             background: Family::default(),
             prewarms: Counter::default(),
             connections: Family::default(),
@@ -202,7 +234,7 @@ impl Metrics {
         );
         r.register(
             "cache_invalidations",
-            "Scope invalidations, by cause",
+            "Scope invalidations, by cause and kind (supersede: a memorize; purge: a delete, clear or commit, after which nothing older is served)",
             metrics.invalidations.clone(),
         );
         r.register(
@@ -214,6 +246,11 @@ impl Metrics {
             "stale_served",
             "Stale cache answers served instead of waiting or of the empty fallback, by reason",
             metrics.stale.clone(),
+        );
+        r.register(
+            "stale_refused",
+            "Stale answers within their window not served, by why (purged: a delete or clear came after their fetch; stream_lost: the shared tier's invalidation stream is lost)",
+            metrics.stale_refused.clone(),
         );
         r.register(
             "background_fetches",
@@ -286,9 +323,15 @@ impl Metrics {
         self.fallbacks.get_or_create(&ReasonLabels { reason }).inc();
     }
 
-    pub fn invalidation(&self, cause: InvalidationCause) {
+    pub fn invalidation(&self, cause: InvalidationCause, kind: WriteKind) {
         self.invalidations
-            .get_or_create(&CauseLabels { cause })
+            .get_or_create(&CauseLabels { cause, kind })
+            .inc();
+    }
+
+    pub fn stale_refused(&self, why: StaleRefusal) {
+        self.stale_refused
+            .get_or_create(&RefusalLabels { why })
             .inc();
     }
 
@@ -346,14 +389,16 @@ mod tests {
         );
         m.upstream(RouteClassLabel::Read, Duration::from_millis(5));
         m.fallback(FallbackReason::Upstream5xx);
-        m.invalidation(InvalidationCause::TaskSuccess);
+        m.invalidation(InvalidationCause::TaskSuccess, WriteKind::Supersede);
+        m.stale_refused(StaleRefusal::Purged);
         m.coalesced_wait();
         m.background(BackgroundEvent::Dropped);
         let text = render(&registry);
         for line in [
             r#"memu_proxy_requests_total{route_class="read",outcome="hit"} 1"#,
             r#"memu_proxy_fallbacks_total{reason="upstream-5xx"} 1"#,
-            r#"memu_proxy_cache_invalidations_total{cause="task_success"} 1"#,
+            r#"memu_proxy_cache_invalidations_total{cause="task_success",kind="supersede"} 1"#,
+            r#"memu_proxy_stale_refused_total{why="purged"} 1"#,
             r#"memu_proxy_background_fetches_total{event="dropped"} 1"#,
             "memu_proxy_coalesced_waits_total 1",
             "# TYPE memu_proxy_request_duration_seconds histogram",

@@ -126,6 +126,18 @@ pub enum WriteScope {
     UserAndGlobal,
 }
 
+/// What a write can do to the memories it touches, and so what the cached reads it invalidates
+/// may still be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteKind {
+    /// Adds or updates memories (memorize): older answers are never hits again, but may still
+    /// stand in as stale when memU fails or misses the budget.
+    Supersede,
+    /// May remove memories (delete, clear, and v4 commit, an upsert that may rewrite a recall
+    /// file): nothing stored before it is served again, on any path.
+    Purge,
+}
+
 /// Where an asynchronous write's task id is, and what its status polls say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskSpec {
@@ -148,6 +160,7 @@ pub struct WriteRow {
     pub path: PathPattern,
     pub scope: ScopeSource,
     pub invalidates: WriteScope,
+    pub kind: WriteKind,
     /// For asynchronous writes.
     pub task: Option<TaskSpec>,
 }

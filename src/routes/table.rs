@@ -9,7 +9,7 @@ use http::Method;
 
 use super::{
     Fallback, Generation, PathPattern, QueryField, ReadRow, Row, ScopeSource, StatusRow, TaskSpec,
-    WriteRow, WriteScope,
+    WriteKind, WriteRow, WriteScope,
 };
 
 use Generation::{Server, V1, V3, V4};
@@ -113,6 +113,7 @@ pub static V1_MEMORIZE: WriteRow = WriteRow {
         blank_agent_is_none: false,
     },
     invalidates: WriteScope::AgentOrUser,
+    kind: WriteKind::Supersede,
     task: Some(V1_TASK),
 };
 
@@ -125,6 +126,7 @@ pub static V1_DELETE: WriteRow = WriteRow {
         blank_agent_is_none: false,
     },
     invalidates: WriteScope::AgentOrUser,
+    kind: WriteKind::Purge,
     task: None,
 };
 
@@ -182,6 +184,7 @@ pub static V3_MEMORIZE: WriteRow = WriteRow {
         blank_agent_is_none: true,
     },
     invalidates: WriteScope::User,
+    kind: WriteKind::Supersede,
     // The real cloud says SUCCESS/FAILURE; memu-sdk's enum has COMPLETED/FAILED too.
     task: Some(TaskSpec {
         id: &["task_id"],
@@ -200,6 +203,7 @@ pub static V3_DELETE: WriteRow = WriteRow {
         blank_agent_is_none: true,
     },
     invalidates: WriteScope::User,
+    kind: WriteKind::Purge,
     task: None,
 };
 
@@ -247,6 +251,7 @@ pub static V4_COMMIT: WriteRow = WriteRow {
     path: Suffix("/api/v4/memory"),
     scope: ScopeSource::NestedUserOrDefault,
     invalidates: WriteScope::Agent,
+    kind: WriteKind::Purge,
     // A synchronous upsert: applied when answered.
     task: None,
 };
@@ -295,6 +300,7 @@ pub static SERVER_MEMORIZE: WriteRow = WriteRow {
     path: Root("/memorize"),
     scope: ScopeSource::ServerBody,
     invalidates: WriteScope::UserAndGlobal,
+    kind: WriteKind::Supersede,
     // Temporal's workflow states; the memorize answer itself says PENDING.
     task: Some(TaskSpec {
         id: &["result", "task_id"],
@@ -311,6 +317,7 @@ pub static SERVER_CLEAR: WriteRow = WriteRow {
     path: Root("/clear"),
     scope: ScopeSource::ServerClear,
     invalidates: WriteScope::UserAndGlobal,
+    kind: WriteKind::Purge,
     task: None,
 };
 

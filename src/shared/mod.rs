@@ -41,10 +41,11 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-use crate::cache::scope::{bumps, Bump};
+use crate::cache::scope::{bumps, merge, Bump};
 use crate::cache::{CacheKey, Invalidate, Scope, Scopes};
 use crate::config::{redacted, SharedCacheConfig};
 use crate::metrics::Metrics;
+use crate::routes::WriteKind;
 pub use link::LinkState;
 use link::{Failed, Link};
 use metrics::{Op, SharedMetrics};
@@ -242,15 +243,13 @@ impl SharedTier {
         }
     }
 
-    /// Publishes a write's invalidations to every replica (the local bump is the caller's); kept
-    /// in the outbox when Redis does not take them.
-    pub async fn invalidate(&self, targets: &[(Scope, Invalidate)]) {
+    /// Publishes a write's invalidations (and whether they purge) to every replica (the local
+    /// bump is the caller's); kept in the outbox when Redis does not take them.
+    pub async fn invalidate(&self, targets: &[(Scope, Invalidate)], kind: WriteKind) {
         let mut all: Vec<Bump> = Vec::new();
         for (scope, what) in targets {
-            for bump in bumps(scope, *what) {
-                if !all.contains(&bump) {
-                    all.push(bump);
-                }
+            for bump in bumps(scope, *what, kind) {
+                merge(&mut all, bump);
             }
         }
         if all.is_empty() {

@@ -1,5 +1,7 @@
 //! Publishing a write's invalidations, and the outbox of those Redis did not take: bounded, kept
-//! in order, published by the supervisor (`mod.rs`) once the link is back.
+//! in order, published by the supervisor (`mod.rs`) once the link is back. A message names each
+//! bumped generation (a slot's id in hex, or `*` for everything), prefixed with `!` when the write
+//! purges (`stream.rs` reads it back).
 
 use std::collections::VecDeque;
 
@@ -8,9 +10,10 @@ use super::metrics::Op;
 use super::millis;
 use super::names::hex;
 use super::SharedTier;
-use crate::cache::scope::Bump;
+use crate::cache::scope::{Bump, Counter};
+use crate::routes::WriteKind;
 
-/// Most writes waiting to be published; past it they collapse into one everything bump.
+/// Most writes waiting to be published; past it they collapse into one everything purge.
 const OUTBOX_CAPACITY: usize = 1024;
 
 impl SharedTier {
@@ -19,15 +22,18 @@ impl SharedTier {
         let mut message = self.origin.clone();
         let mut keys = Vec::with_capacity(all.len());
         for bump in all {
-            match bump {
-                Bump::Slot(id) => {
-                    keys.push(self.names.generation(id));
-                    message.push(' ');
-                    message.push_str(&hex(id));
+            message.push(' ');
+            if bump.kind == WriteKind::Purge {
+                message.push('!');
+            }
+            match bump.counter {
+                Counter::Slot(id) => {
+                    keys.push(self.names.generation(&id));
+                    message.push_str(&hex(&id));
                 }
-                Bump::Everything => {
+                Counter::Everything => {
                     keys.push(self.names.everything());
-                    message.push_str(" *");
+                    message.push('*');
                 }
             }
         }
@@ -42,12 +48,13 @@ impl SharedTier {
             .map(drop)
     }
 
-    /// Keeps unpublished bumps for later; a full outbox collapses into one everything bump.
+    /// Keeps unpublished bumps for later; a full outbox collapses into one everything bump, a
+    /// purge (what it replaces may have held purges).
     pub(super) fn hold(&self, all: Vec<Bump>) {
         let mut outbox = self.lock_outbox();
         if outbox.len() >= OUTBOX_CAPACITY {
             outbox.clear();
-            outbox.push_back(vec![Bump::Everything]);
+            outbox.push_back(vec![Bump::everything(WriteKind::Purge)]);
         } else {
             outbox.push_back(all);
         }

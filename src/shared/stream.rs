@@ -7,8 +7,9 @@
 //! So a replica trusts its local entries as fresh only while it has heard the channel within
 //! `offline_grace_ms` (every replica publishes a heartbeat four times per grace period, so a
 //! silent link is noticed even when nothing fails), resubscribes on a new connection after
-//! three silent heartbeat periods, and, on every (re)subscription, invalidates its whole local
-//! cache: whatever it missed while away can no longer be served as fresh.
+//! three silent heartbeat periods, and, on every (re)subscription, purges its whole local
+//! cache: whatever it missed while away may have been a delete, so nothing cached before can be
+//! served again, fresh or stale.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -21,8 +22,9 @@ use tokio::time::Instant;
 use super::metrics::{Op, OpResult, SharedMetrics};
 use super::names::parse_slot;
 use super::SharedTier;
-use crate::cache::scope::Bump;
+use crate::cache::scope::{Bump, Counter};
 use crate::metrics::InvalidationCause;
+use crate::routes::WriteKind;
 
 /// The subscriber's state.
 pub struct Stream {
@@ -141,9 +143,9 @@ pub async fn listen(tier: Weak<SharedTier>) {
                 continue;
             }
         };
-        // Whatever was published while this replica was not subscribed is lost: nothing cached
-        // before now may be served as fresh.
-        strong.scopes.apply(&[Bump::Everything]);
+        // Whatever was published while this replica was not subscribed is lost, deletes
+        // included: nothing cached before now may be served again, fresh or stale.
+        strong.scopes.apply(&[Bump::everything(WriteKind::Purge)]);
         strong.stream.heard();
         strong.stream.up.store(true, Ordering::Relaxed);
         if strong.stream.lost_logged.swap(false, Ordering::Relaxed) {
@@ -177,7 +179,13 @@ fn receive(tier: &SharedTier, payload: &[u8]) {
     };
     if !bumps.is_empty() {
         tier.scopes.apply(&bumps);
-        tier.metrics.invalidation(InvalidationCause::Replica);
+        let purges = bumps.iter().any(|bump| bump.kind == WriteKind::Purge);
+        let kind = if purges {
+            WriteKind::Purge
+        } else {
+            WriteKind::Supersede
+        };
+        tier.metrics.invalidation(InvalidationCause::Replica, kind);
     }
 }
 
@@ -190,9 +198,16 @@ fn parse(payload: &[u8], own_origin: &str) -> Option<Vec<Bump>> {
         return None;
     }
     words
-        .map(|word| match word {
-            "*" => Some(Bump::Everything),
-            slot => parse_slot(slot).map(Bump::Slot),
+        .map(|word| {
+            let (kind, counter) = match word.strip_prefix('!') {
+                Some(purged) => (WriteKind::Purge, purged),
+                None => (WriteKind::Supersede, word),
+            };
+            let counter = match counter {
+                "*" => Counter::Everything,
+                slot => Counter::Slot(parse_slot(slot)?),
+            };
+            Some(Bump { counter, kind })
         })
         .collect()
 }
@@ -208,8 +223,20 @@ mod tests {
         let message = format!("other {} *", hex(&id));
         assert_eq!(
             parse(message.as_bytes(), "me"),
-            Some(vec![Bump::Slot(id), Bump::Everything])
+            Some(vec![
+                Bump::slot(id, WriteKind::Supersede),
+                Bump::everything(WriteKind::Supersede)
+            ])
         );
+        let purge = format!("other !{} !*", hex(&id));
+        assert_eq!(
+            parse(purge.as_bytes(), "me"),
+            Some(vec![
+                Bump::slot(id, WriteKind::Purge),
+                Bump::everything(WriteKind::Purge)
+            ])
+        );
+        assert_eq!(parse(b"other !", "me"), None);
         assert_eq!(parse(b"other", "me"), Some(vec![]), "a heartbeat");
         assert_eq!(parse(message.as_bytes(), "other"), None, "our own");
         assert_eq!(parse(b"other zz", "me"), None);

@@ -4,6 +4,7 @@
 //! start-up, [`own_thread`] and the one percentile definition in [`stats`].
 #![allow(dead_code, unused_imports)]
 
+pub mod call;
 pub mod child;
 pub mod memu;
 pub mod own_thread;

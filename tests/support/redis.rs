@@ -1,7 +1,7 @@
 //! A real `redis-server` (Debian's package; `scripts/test.sh` installs it) started by the test on
 //! a free loopback port, with no persistence, killed on drop; and [`Relay`], a TCP relay in front
 //! of it that can be cut (bytes stop flowing both ways, connections stay open: a partition, not a
-//! refusal) and restored.
+//! refusal) and restored; and [`replica`], a proxy on a shared tier, up once it reaches Redis.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -10,7 +10,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{get, wait_until, MemU, Proxy};
 use tokio::net::{TcpListener, TcpStream};
+
+/// A replica on `redis_url` in front of `memu`, with `tweak` applied after the shared settings.
+pub async fn replica(
+    memu: &MemU,
+    redis_url: &str,
+    tweak: impl FnOnce(&mut memu_proxy::config::Settings),
+) -> Proxy {
+    let url = redis_url.to_owned();
+    let proxy = Proxy::start(&memu.url(), move |s| {
+        s.shared_cache.url = Some(url);
+        s.shared_cache.offline_grace_ms = 600;
+        tweak(s);
+    })
+    .await;
+    wait_for_redis(&proxy).await;
+    proxy
+}
+
+/// Waits until the replica's link and stream to Redis are both up.
+pub async fn wait_for_redis(proxy: &Proxy) {
+    wait_until("the replica to reach Redis", 10, || async {
+        let health = get(&proxy.url("/healthz")).await.json();
+        health["shared_cache"]["link"] == "up" && health["shared_cache"]["stream"] == "up"
+    })
+    .await;
+}
 
 /// A running `redis-server`; killed when dropped.
 pub struct RedisServer {

@@ -257,6 +257,7 @@ async fn a_miss_a_stale_answer_or_an_invalidated_one_goes_to_the_layers() {
     state.invalidate(
         &scope,
         crate::cache::Invalidate::AllAgents,
+        crate::routes::WriteKind::Supersede,
         crate::metrics::InvalidationCause::Write,
     );
     let (parts, _) = through_lane(&state, asked()).await;
