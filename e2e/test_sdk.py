@@ -454,6 +454,57 @@ def test_cache_disabled_still_degrades_to_empty_results(
 
 
 # ------------------------------------------------------------------------------------------------
+# Forgetting
+
+
+def test_deleted_memories_are_not_served_when_memu_freezes_after_the_delete(
+    make_memu: Callable[[], MemuServer],
+    make_proxy: Callable[..., Proxy],
+    sdk: Callable[..., SdkClient],
+    uid: Callable[[str], str],
+) -> None:
+    """The issue "Forgetting is final", as a user meets it: the SDK memorizes an address and reads it
+    back (stored, then a hit); it asks memU to delete the user's memories; memU then freezes
+    (SIGSTOP). The next SDK read is answered within the budget with no memories: the cached answer
+    that holds the address does not stand in, although it is inside the stale window. The self-hosted
+    server has no delete route (404, memu-api.md §3.6): the proxy purges before forwarding, whatever
+    memU answers."""
+    memu = make_memu()
+    extra = {
+        "compat": {"fill_null_timestamps": True},
+        "cache": {"stale_if_error_secs": 3600},
+        "latency": {"budget_ms": 500},
+    }
+    proxy = make_proxy(memu.url, timeout_ms=1000, extra=extra)
+    user = uid("alice")
+    client = sdk(proxy.url)
+    wait_for_success(client, memorize(client, user, "Alice lives at 12 Elm Street"))
+
+    def where_does_alice_live() -> Any:
+        return client.api.retrieve_related_memory_items(
+            user_id=user, agent_id=AGENT, query="Where does Alice live on Elm Street?", top_k=3, min_similarity=0.3
+        )
+
+    stored = where_does_alice_live()
+    assert any("Elm Street" in m.content for m in _sdk_memories(stored))
+    assert any("Elm Street" in m.content for m in _sdk_memories(where_does_alice_live()))
+    assert client.responses.cache_status == "memu-proxy; hit"
+
+    with pytest.raises(MemuAPIException) as refused:
+        client.api.delete_memories(user_id=user, agent_id=AGENT)
+    assert refused.value.status_code == 404
+    memu.freeze()
+    try:
+        result, elapsed = timed(where_does_alice_live)
+        assert is_empty(result)
+        assert elapsed < 0.5 + MARGIN_S, f"took {elapsed:.2f}s"
+        assert client.responses.cache_status == "memu-proxy; fwd=miss; detail=budget"
+    finally:
+        memu.thaw()
+    assert proxy.metrics().value("memu_proxy_stale_refused_total", why="purged") == 1
+
+
+# ------------------------------------------------------------------------------------------------
 # Compat repair
 
 
