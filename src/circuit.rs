@@ -1,5 +1,8 @@
 //! The circuit breaker in front of memU.
 //!
+//! Two breakers, each a [`Circuit`] ([`Guards`]): one for writes, one for everything else, so
+//! reads' failures never refuse a write.
+//!
 //! Closed: every request goes through; consecutive failures (timeouts, connect errors, 5xx; what
 //! counts is decided in `upstream.rs`, and a TLS rejection does not) are counted and any success
 //! resets the count. At `failure_threshold` the circuit opens: nothing
@@ -65,9 +68,11 @@ pub struct CircuitStats {
     pub short_circuited: u64,
 }
 
-/// The breaker shared by every upstream exchange.
+/// One breaker: the reads' (every exchange but writes) or the writes'.
 #[derive(Debug)]
 pub struct Circuit {
+    /// What it guards: names its metrics (`circuit_*`, `write_circuit_*`) and its log lines.
+    guards: Guards,
     threshold: u32,
     cool_down: Duration,
     state: Mutex<State>,
@@ -83,9 +88,31 @@ pub struct Ticket {
     probe: bool,
 }
 
+/// Which exchanges a breaker guards. Reads' failures never refuse a write: memU-server 1.x
+/// answers `/retrieve` 500 deterministically once it has hits, and one breaker for both would
+/// then answer every memorize 503 (the SDK's retries fall inside the cool-down; fire-and-forget
+/// clients lose the memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guards {
+    /// Retrievals, task-status polls and pass-through.
+    Reads,
+    /// memorize, delete, commit, clear: opened only by consecutive failed writes.
+    Writes,
+}
+
+impl Guards {
+    fn metric_prefix(self) -> &'static str {
+        match self {
+            Guards::Reads => "circuit",
+            Guards::Writes => "write_circuit",
+        }
+    }
+}
+
 impl Circuit {
-    pub fn new(config: &CircuitConfig) -> Self {
+    pub fn new(config: &CircuitConfig, guards: Guards) -> Self {
         Self {
+            guards,
             threshold: config.failure_threshold,
             cool_down: config.cool_down,
             state: Mutex::new(State::Closed { failures: 0 }),
@@ -152,7 +179,10 @@ impl Circuit {
             (State::HalfOpen { .. }, true, true) => {
                 *state = State::Closed { failures: 0 };
                 self.closed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("memU answers again: circuit closed");
+                tracing::info!(
+                    circuit = self.guards.metric_prefix(),
+                    "memU answers again: circuit closed"
+                );
             }
             (State::HalfOpen { .. }, true, false) => {
                 // Still failing: no new WARN per probe, the opening was logged once.
@@ -163,10 +193,15 @@ impl Circuit {
             (State::Closed { failures }, false, false) => {
                 *failures += 1;
                 if *failures >= self.threshold {
+                    let what = match self.guards {
+                        Guards::Reads => "reads answered stale or empty, other routes 503",
+                        Guards::Writes => "writes answered 503 (reads are not affected)",
+                    };
                     tracing::warn!(
+                        circuit = self.guards.metric_prefix(),
                         failures = *failures,
                         cool_down_ms = self.cool_down.as_millis() as u64,
-                        "memU is failing: circuit opened; reads answered stale or empty, writes 503"
+                        "memU is failing: circuit opened; {what}"
                     );
                     self.open(&mut state);
                 }
@@ -200,17 +235,28 @@ impl Circuit {
 impl Collector for Circuit {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.stats();
+        let prefix = self.guards.metric_prefix();
+        let (state_help, guarded) = match self.guards {
+            Guards::Reads => (
+                "Circuit breaker of reads, task polls and pass-through: 0 closed, 1 open, 2 half-open",
+                "reads",
+            ),
+            Guards::Writes => (
+                "Circuit breaker of writes: 0 closed, 1 open, 2 half-open",
+                "writes",
+            ),
+        };
         metrics::gauge(
             &mut encoder,
-            "circuit_state",
-            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            &format!("{prefix}_state"),
+            state_help,
             None,
             self.state().gauge(),
         )?;
         metrics::counter_family(
             &mut encoder,
-            "circuit_transitions",
-            "Circuit breaker transitions, by the state entered",
+            &format!("{prefix}_transitions"),
+            &format!("Circuit breaker transitions of {guarded}, by the state entered"),
             "to",
             &[
                 ("open", stats.opened),
@@ -220,8 +266,8 @@ impl Collector for Circuit {
         )?;
         metrics::counter(
             &mut encoder,
-            "circuit_short_circuited",
-            "Upstream exchanges refused because the circuit was open",
+            &format!("{prefix}_short_circuited"),
+            &format!("Upstream exchanges of {guarded} refused because their circuit was open"),
             stats.short_circuited,
         )
     }
@@ -254,10 +300,13 @@ mod tests {
     use super::*;
 
     fn circuit(threshold: u32) -> Arc<Circuit> {
-        Arc::new(Circuit::new(&CircuitConfig {
-            failure_threshold: threshold,
-            cool_down: Duration::from_secs(5),
-        }))
+        Arc::new(Circuit::new(
+            &CircuitConfig {
+                failure_threshold: threshold,
+                cool_down: Duration::from_secs(5),
+            },
+            Guards::Reads,
+        ))
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use crate::body::{full, is_length_limit, BoxError};
+use crate::circuit::Guards;
 use crate::error::ProxyError;
 use crate::outcome::RouteClassLabel;
 use crate::state::State;
@@ -90,7 +91,15 @@ pub async fn forward_buffered(
         }
     };
     let started = Instant::now();
-    let result = state.upstream.exchange(request, deadline).await;
+    let guards = match class {
+        RouteClassLabel::Write => Guards::Writes,
+        RouteClassLabel::Read
+        | RouteClassLabel::Status
+        | RouteClassLabel::Passthrough
+        | RouteClassLabel::Admin
+        | RouteClassLabel::Unknown => Guards::Reads,
+    };
+    let result = state.upstream.exchange(request, deadline, guards).await;
     let upstream = started.elapsed();
     if !matches!(result, Err(UpstreamError::CircuitOpen(_))) {
         state.metrics.upstream(class, upstream);

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::body::{full, ProxyBody};
 use crate::cache::inflight::{Joined, Lease};
 use crate::cache::{Entry, Generations, KeyedRead};
+use crate::circuit::Guards;
 use crate::decide::{admit, judge, repair, Fetched, Judgement};
 use crate::error::ProxyError;
 use crate::metrics::BackgroundEvent;
@@ -139,7 +140,10 @@ async fn run(
         }
         _ => None,
     };
-    let result = state.upstream.exchange(request, deadline).await;
+    let result = state
+        .upstream
+        .exchange(request, deadline, Guards::Reads)
+        .await;
     let upstream = started.elapsed();
     if !matches!(result, Err(UpstreamError::CircuitOpen(_))) {
         state.metrics.upstream(RouteClassLabel::Read, upstream);

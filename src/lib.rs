@@ -29,6 +29,7 @@
 //! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations, coalescing |
 //! | [`shared`] | the optional shared tier on Redis: lookups, stores, locks, the invalidation stream |
 //! | [`upstream`] | the pooled client (plain or TLS), URI rewrite, hop-by-hop headers, deadline |
+//! | [`location`] | memU's redirects rewritten to come back through the proxy (pure) |
 //! | [`tls`] | rustls client config (system roots + `upstream.ca_file`), TLS rejections, their log |
 //! | [`circuit`] | the circuit breaker every upstream exchange passes |
 //! | [`metrics`] | the request metric families and scrape-time encoders |
@@ -56,6 +57,7 @@ pub mod headers;
 pub mod idle;
 pub mod limits;
 pub mod linger;
+pub mod location;
 pub mod metrics;
 pub mod outcome;
 pub mod respond;

@@ -17,7 +17,7 @@ use crate::cache::inflight::Inflight;
 use crate::cache::memo::KeyMemo;
 use crate::cache::similar::SimilarIndex;
 use crate::cache::{CacheKey, Generations, Invalidate, Lifetimes, Scope, Scopes, Store};
-use crate::circuit::Circuit;
+use crate::circuit::{Circuit, Guards};
 use crate::config::Config;
 use crate::decide::Fetched;
 use crate::metrics::{self, InvalidationCause, Metrics};
@@ -97,7 +97,10 @@ pub struct State {
     pub(crate) fetch_permits: Arc<Semaphore>,
     /// Permits background fetches (refreshes, prewarms) leave for waiting clients: a quarter.
     pub(crate) background_reserve: usize,
+    /// The breaker of reads, task polls and pass-through.
     pub(crate) circuit: Arc<Circuit>,
+    /// The breaker of writes: reads' failures never refuse a write.
+    pub(crate) write_circuit: Arc<Circuit>,
     /// Near-duplicate lookups and their threshold, when `cache.similarity_threshold` > 0.
     pub(crate) similar: Option<(SimilarIndex, f64)>,
     /// Failed background fetches (prewarms, refreshes): WARN at most every 10 s.
@@ -110,7 +113,8 @@ impl State {
     pub fn new(config: &Config) -> Self {
         let mut registry = Registry::with_prefix("memu_proxy");
         let metrics = Arc::new(Metrics::register(&mut registry));
-        let circuit = Arc::new(Circuit::new(&config.circuit));
+        let circuit = Arc::new(Circuit::new(&config.circuit, Guards::Reads));
+        let write_circuit = Arc::new(Circuit::new(&config.circuit, Guards::Writes));
         let lifetimes = Lifetimes {
             ttl: config.cache.ttl,
             stale_while_revalidate: config.cache.stale_while_revalidate,
@@ -133,6 +137,7 @@ impl State {
         registry.register_collector(Box::new(Arc::clone(&store)));
         registry.register_collector(Box::new(Arc::clone(&scopes)));
         registry.register_collector(Box::new(Arc::clone(&circuit)));
+        registry.register_collector(Box::new(Arc::clone(&write_circuit)));
         registry.register_collector(Box::new(Arc::clone(&inflight)));
         let shared = config.shared_cache.as_ref().and_then(|shared| {
             let started = SharedTier::start(
@@ -152,7 +157,11 @@ impl State {
             registry.register_collector(Box::new(Arc::clone(shared)));
         }
         Self {
-            upstream: Upstream::new(&config.upstream, Arc::clone(&circuit)),
+            upstream: Upstream::new(
+                &config.upstream,
+                Arc::clone(&circuit),
+                Arc::clone(&write_circuit),
+            ),
             store,
             keys: KeyMemo::new(memo_bytes),
             scopes,
@@ -168,6 +177,7 @@ impl State {
             fetch_permits: Arc::new(Semaphore::new(config.latency.max_background_fetches)),
             background_reserve: config.latency.max_background_fetches / 4,
             circuit,
+            write_circuit,
             similar: (similar_bytes > 0).then(|| {
                 (
                     SimilarIndex::new(similar_bytes),
@@ -301,6 +311,7 @@ mod tests {
             "memu_proxy_invalidation_scopes 1",
             "memu_proxy_inflight_fetches 1",
             "memu_proxy_circuit_state 1",
+            "memu_proxy_write_circuit_state 0",
             r#"memu_proxy_circuit_transitions_total{to="open"} 1"#,
             r#"memu_proxy_circuit_transitions_total{to="half_open"} 0"#,
             r#"memu_proxy_circuit_transitions_total{to="closed"} 0"#,
@@ -310,7 +321,8 @@ mod tests {
             "# HELP memu_proxy_cache_bytes Weighed size of the cache.",
             "# TYPE memu_proxy_cache_bytes gauge",
             "# UNIT memu_proxy_cache_bytes bytes",
-            "# HELP memu_proxy_circuit_state Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            "# HELP memu_proxy_circuit_state Circuit breaker of reads, task polls and pass-through: 0 closed, 1 open, 2 half-open.",
+            "# HELP memu_proxy_write_circuit_state Circuit breaker of writes: 0 closed, 1 open, 2 half-open.",
             "# HELP memu_proxy_inflight_fetches Coalesced upstream fetches in flight.",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

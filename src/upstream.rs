@@ -29,9 +29,10 @@ use tokio::time::Instant;
 use std::sync::Arc;
 
 use crate::body::{is_client_body_error, is_length_limit, BoxError, ClientBody, ProxyBody};
-use crate::circuit::{Circuit, Ticket};
+use crate::circuit::{Circuit, Guards, Ticket};
 use crate::config::UpstreamConfig;
 use crate::headers::{strip_hop_by_hop, BUDGET_HEADER, REQUEST_ID};
+use crate::location;
 use crate::tls::{self, TlsHealth, TlsRejection};
 
 /// Why an upstream exchange produced no usable response.
@@ -116,13 +117,18 @@ pub struct Upstream {
     write_timeout: Duration,
     max_response_bytes: usize,
     circuit: Arc<Circuit>,
+    write_circuit: Arc<Circuit>,
     tls_health: Arc<TlsHealth>,
     /// Set while memU refuses connections: WARN when it starts, INFO when it ends.
     unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, circuit: Arc<Circuit>) -> Self {
+    pub fn new(
+        config: &UpstreamConfig,
+        circuit: Arc<Circuit>,
+        write_circuit: Arc<Circuit>,
+    ) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(config.timeout));
@@ -157,8 +163,18 @@ impl Upstream {
             write_timeout: config.write_timeout,
             max_response_bytes: config.max_response_bytes,
             circuit,
+            write_circuit,
             tls_health: Arc::default(),
             unreachable: Arc::default(),
+        }
+    }
+
+    /// memU as its redirects name it.
+    fn origin(&self) -> location::Origin<'_> {
+        location::Origin {
+            scheme: &self.scheme,
+            authority: &self.authority,
+            base_path: &self.base_path,
         }
     }
 
@@ -241,20 +257,23 @@ impl Upstream {
         report(ticket, result.as_ref().map(Response::status));
         let mut response = result?;
         strip_hop_by_hop(response.headers_mut());
+        location::relocate(response.headers_mut(), &self.origin());
         Ok(response)
     }
 
     /// Sends `request` and reads the whole answer, all within `deadline` (the caller's: from
-    /// [`Upstream::timeout`] or [`Upstream::write_timeout`]).
+    /// [`Upstream::timeout`] or [`Upstream::write_timeout`]), past the breaker that `guards` it.
     pub async fn exchange(
         &self,
         request: Request<ProxyBody>,
         deadline: Instant,
+        guards: Guards,
     ) -> Result<Buffered, UpstreamError> {
-        let ticket = self
-            .circuit
-            .try_pass()
-            .map_err(UpstreamError::CircuitOpen)?;
+        let circuit = match guards {
+            Guards::Reads => &self.circuit,
+            Guards::Writes => &self.write_circuit,
+        };
+        let ticket = circuit.try_pass().map_err(UpstreamError::CircuitOpen)?;
         let allowed = whole_millis(deadline.saturating_duration_since(Instant::now()));
         let exchange = async {
             let response = self.client.request(request).await;
@@ -273,6 +292,7 @@ impl Upstream {
                 })?
                 .to_bytes();
             strip_hop_by_hop(&mut parts.headers);
+            location::relocate(&mut parts.headers, &self.origin());
             // memU may echo the request id it was sent; a buffered answer is replayed to other
             // requests (hits, coalesced waiters), which must carry their own id.
             parts.headers.remove(REQUEST_ID);

@@ -293,16 +293,24 @@ async fn the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() {
         (read.status.as_u16(), read.cache_status().as_str()),
         (200, "memu-proxy; fwd=miss; detail=circuit-open")
     );
-    let write = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "hi")).await;
-    assert_eq!(write.status, 503, "writes get an honest 503");
-    assert!(!write.header("retry-after").is_empty());
     let other = get(&proxy.url("/health")).await;
-    assert_eq!(other.status, 503, "and so do pass-through routes");
+    assert_eq!(other.status, 503, "pass-through routes get an honest 503");
+    assert!(!other.header("retry-after").is_empty());
     assert!(
         started.elapsed() < Duration::from_millis(100),
         "short-circuited at once"
     );
     assert_eq!(memu.total_hits(), 3, "memU was not touched while open");
+    // Reads' failures never refuse a write: it has its own breaker, still closed.
+    let write = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "hi")).await;
+    assert_eq!(write.status, 503, "memU's own answer");
+    assert!(
+        write.header("retry-after").is_empty(),
+        "not the proxy's 503"
+    );
+    assert_eq!(memu.hits("memorize"), 1, "forwarded");
+    let health = get(&proxy.url("/healthz")).await.json();
+    assert_eq!(health["write_circuit"], "closed");
     let metrics = proxy.metrics().await;
     assert_eq!(metric(&metrics, "memu_proxy_circuit_state"), 1.0);
     assert_eq!(
@@ -314,7 +322,8 @@ async fn the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() {
     );
     assert_eq!(
         metric(&metrics, "memu_proxy_circuit_short_circuited_total"),
-        3.0
+        2.0,
+        "the read and the pass-through request"
     );
 
     memu.set_failure(Failure::None);
@@ -327,7 +336,7 @@ async fn the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() {
         get(&proxy.url("/healthz")).await.json()["circuit"],
         "closed"
     );
-    assert_eq!(memu.total_hits(), 4);
+    assert_eq!(memu.total_hits(), 5);
     let metrics = proxy.metrics().await;
     assert_eq!(
         metric(

@@ -393,6 +393,9 @@ async fn without_a_shared_cache_healthz_and_metrics_say_nothing_of_it() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let health = get(&proxy.url("/healthz")).await.json();
-    assert_eq!(health, json!({"status": "ok", "circuit": "closed"}));
+    assert_eq!(
+        health,
+        json!({"status": "ok", "circuit": "closed", "write_circuit": "closed"})
+    );
     assert!(!proxy.metrics().await.contains("shared_cache"));
 }

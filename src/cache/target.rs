@@ -1,6 +1,6 @@
 //! Who a request acts for: its tenant (a digest of `Authorization`) and the (user, agent) it
 //! reads or writes, found where its route's row says ([`ScopeSource`]); and which scopes a write
-//! invalidates ([`write_targets`]). Pure.
+//! invalidates ([`write_targets`]), read as memU reads it (`lenient.rs`) and never none. Pure.
 //!
 //! Reads of memU-server's `/retrieve`, which ignores the user, share one [`Scope::global`]; every
 //! write to that server invalidates it.
@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::lenient;
 use crate::routes::{ScopeSource, WriteRoute, WriteScope};
 
 /// Who a request acts for: a digest of its `Authorization` header (`None` when absent).
@@ -121,16 +122,52 @@ pub fn take_scope(
     })
 }
 
-/// The scopes a write invalidates, and how. Empty when the body names no scope it can act on
-/// (memU answers such a write with an error, typically 422).
-pub fn write_targets(route: WriteRoute, tenant: Tenant, body: &[u8]) -> Vec<(Scope, Invalidate)> {
-    let Ok(mut fields) = serde_json::from_slice::<Map<String, Value>>(body) else {
-        return Vec::new();
-    };
-    if route.scope == ScopeSource::ServerClear {
-        return clear_targets(&mut fields, tenant);
+/// How a write's scopes were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// From the body, where the route's row says.
+    Named,
+    /// The body could not be read as the row says (not JSON serde_json accepts, or no scope in
+    /// it); every scope of each user a lenient scan found is invalidated instead.
+    Users,
+    /// Nor could a scan find whose memories it touches: every scope is invalidated.
+    Everything,
+}
+
+/// The scopes a write invalidates, and how; never none. A body the proxy cannot read as memU
+/// reads it invalidates more than the write touched, never less ([`Reading`]).
+pub fn write_targets(
+    route: WriteRoute,
+    tenant: Tenant,
+    body: &[u8],
+) -> (Vec<(Scope, Invalidate)>, Reading) {
+    let text = lenient::text(body);
+    if let Ok(mut fields) = serde_json::from_str::<Map<String, Value>>(&text) {
+        let named = named_targets(route, tenant, &mut fields);
+        if !named.is_empty() {
+            return (named, Reading::Named);
+        }
     }
-    let Some(scope) = take_scope(route.scope, &mut fields, tenant) else {
+    match lenient::user_ids(&text) {
+        Some(users) if !users.is_empty() => (user_targets(route, tenant, users), Reading::Users),
+        _ => (
+            vec![(Scope::global(tenant), Invalidate::Everything)],
+            Reading::Everything,
+        ),
+    }
+}
+
+/// The scopes the body's fields name, where the route's row says; empty when they name none
+/// (memU answers such a write with an error, typically 422).
+fn named_targets(
+    route: WriteRoute,
+    tenant: Tenant,
+    fields: &mut Map<String, Value>,
+) -> Vec<(Scope, Invalidate)> {
+    if route.scope == ScopeSource::ServerClear {
+        return clear_targets(fields, tenant);
+    }
+    let Some(scope) = take_scope(route.scope, fields, tenant) else {
         return Vec::new();
     };
     let user = |scope: Scope| Scope {
@@ -146,6 +183,30 @@ pub fn write_targets(route: WriteRoute, tenant: Tenant, body: &[u8]) -> Vec<(Sco
             (user(scope), Invalidate::AllAgents),
         ],
     }
+}
+
+/// Every scope of each of `users` (as sent, and trimmed as memU-server trims them), and the
+/// global reads where the route's writes reach them.
+fn user_targets(route: WriteRoute, tenant: Tenant, users: Vec<String>) -> Vec<(Scope, Invalidate)> {
+    let mut targets = Vec::new();
+    if route.invalidates == WriteScope::UserAndGlobal {
+        targets.push((Scope::global(tenant), Invalidate::Agent));
+    }
+    for user in users {
+        let trimmed = user.trim();
+        let names = [Some(user.as_str()), (trimmed != user).then_some(trimmed)];
+        for name in names.into_iter().flatten() {
+            let scope = Scope {
+                tenant,
+                user: name.into(),
+                agent: None,
+            };
+            if !targets.contains(&(scope.clone(), Invalidate::AllAgents)) {
+                targets.push((scope, Invalidate::AllAgents));
+            }
+        }
+    }
+    targets
 }
 
 /// memU-server `/clear`: the user's reads and every global read; without a user (only
@@ -200,6 +261,7 @@ mod tests {
         body: &str,
     ) -> Vec<(String, Option<String>, Invalidate)> {
         write_targets(WriteRoute(row), None, body.as_bytes())
+            .0
             .into_iter()
             .map(|(s, i)| (s.user.into(), s.agent.map(Into::into), i))
             .collect()
@@ -234,8 +296,12 @@ mod tests {
                 r#"{"user_id":"u","agent_id":"a"}"#,
                 vec![t("u", Some("a"), Agent)],
             ),
-            (&V1_DELETE, r#"{"agent_id":"a"}"#, vec![]),
-            (&V1_DELETE, "garbage", vec![]),
+            (
+                &V1_DELETE,
+                r#"{"agent_id":"a"}"#,
+                vec![t(g, None, Everything)],
+            ),
+            (&V1_DELETE, "garbage", vec![t(g, None, Everything)]),
             (
                 &V3_MEMORIZE,
                 r#"{"user_id":"u","agent_id":"a","conversation":[]}"#,
@@ -276,7 +342,15 @@ mod tests {
                 r#"{"agent_id":"a"}"#,
                 vec![t(g, None, Everything)],
             ),
-            (&SERVER_CLEAR, r#"{"user_id":"  ","agent_id":""}"#, vec![]),
+            (
+                &SERVER_CLEAR,
+                r#"{"user_id":"  ","agent_id":""}"#,
+                vec![
+                    t(g, None, Agent),
+                    t("  ", None, AllAgents),
+                    t("", None, AllAgents),
+                ],
+            ),
         ];
         for (row, body, want) in cases {
             assert_eq!(&targets(row, body), want, "{} {body}", row.name);
@@ -327,5 +401,79 @@ mod tests {
             scope(ScopeSource::Global, r#"{"user_id":"u"}"#),
             some(GLOBAL_USER, None)
         );
+    }
+
+    #[test]
+    fn bodies_memu_reads_and_serde_json_does_not_still_invalidate() {
+        use Invalidate::*;
+        let g = GLOBAL_USER;
+        let utf16: Vec<u8> =
+            r#"{"user_id":"u","agent_id":"a"}"#.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let deep = format!(
+            r#"{{"user_id":"u","x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let cases: Vec<(&'static crate::routes::WriteRow, Vec<u8>, Vec<_>, Reading)> = vec![
+            (
+                &V1_DELETE,
+                b"\xEF\xBB\xBF{\"user_id\":\"u\",\"agent_id\":\"a\"}".to_vec(),
+                vec![t("u", Some("a"), Agent)],
+                Reading::Named,
+            ),
+            (
+                &V1_DELETE,
+                utf16,
+                vec![t("u", Some("a"), Agent)],
+                Reading::Named,
+            ),
+            (
+                &V1_MEMORIZE,
+                br#"{"user_id":"u","agent_id":"a","score":NaN}"#.to_vec(),
+                vec![t("u", None, AllAgents)],
+                Reading::Users,
+            ),
+            (
+                &V1_MEMORIZE,
+                br#"{"user_id":"u","n":1e400}"#.to_vec(),
+                vec![t("u", None, AllAgents)],
+                Reading::Users,
+            ),
+            (
+                &V1_MEMORIZE,
+                deep.into_bytes(),
+                vec![t("u", None, AllAgents)],
+                Reading::Users,
+            ),
+            (
+                &SERVER_MEMORIZE,
+                br#"{"user_id":" u ","text":"\ud800"}"#.to_vec(),
+                vec![
+                    t(g, None, Agent),
+                    t(" u ", None, AllAgents),
+                    t("u", None, AllAgents),
+                ],
+                Reading::Users,
+            ),
+            (
+                &V1_DELETE,
+                br#"{"user_id":"\udc00","agent_id":"a"}"#.to_vec(),
+                vec![t(g, None, Everything)],
+                Reading::Everything,
+            ),
+        ];
+        for (row, body, want, reading) in cases {
+            let (found, read) = write_targets(WriteRoute(row), None, &body);
+            let found: Vec<_> = found
+                .into_iter()
+                .map(|(s, i)| (s.user.into(), s.agent.map(Into::into), i))
+                .collect();
+            assert_eq!(
+                (found, read),
+                (want, reading),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
     }
 }

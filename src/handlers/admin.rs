@@ -31,6 +31,7 @@ pub fn serve(state: &State, path: &str) -> Handled {
         response
     } else {
         let circuit = state.circuit.state().as_str();
+        let write_circuit = state.write_circuit.state().as_str();
         let shared = match &state.shared {
             None => String::new(),
             Some(shared) => format!(
@@ -42,7 +43,10 @@ pub fn serve(state: &State, path: &str) -> Handled {
         };
         json(
             StatusCode::OK,
-            format!(r#"{{"status":"ok","circuit":"{circuit}"{shared}}}"#).into(),
+            format!(
+                r#"{{"status":"ok","circuit":"{circuit}","write_circuit":"{write_circuit}"{shared}}}"#
+            )
+            .into(),
         )
     };
     Handled::local(response)

@@ -33,7 +33,7 @@ use crate::error::ProxyError;
 use crate::headers::CacheStatus;
 use crate::outcome::{Arrived, Handled, Outcome, RequestInfo, RouteClassLabel};
 use crate::respond::set_cache_status;
-use crate::routes::{classify, RouteClass};
+use crate::routes::{classify, routed_path, RouteClass};
 use crate::state::State;
 
 /// Handles one request on the main listener; never fails (errors become responses here). Only
@@ -50,7 +50,8 @@ where
         .map(|arrived| arrived.0);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let (route_class, result) = match classify(&method, &path) {
+    let routed = routed_path(&path);
+    let (route_class, result) = match classify(&method, &routed) {
         _ if admin::is_admin_path(&method, &path) => {
             (RouteClassLabel::Admin, Ok(admin::serve(&state, &path)))
         }

@@ -25,10 +25,10 @@ use http::{request, Request};
 use serde_json::Value;
 
 use crate::body::ProxyBody;
-use crate::cache::{request_tenant, write_targets, Invalidate, Scope};
+use crate::cache::{request_tenant, write_targets, Invalidate, Reading, Scope};
 use crate::error::ProxyError;
 use crate::exchange::{forward_buffered, read_body, write_deadline, Exchanged};
-use crate::metrics::InvalidationCause;
+use crate::metrics::{InvalidationCause, Unscoped};
 use crate::outcome::{Handled, Outcome, RouteClassLabel};
 use crate::respond::forwarded;
 use crate::routes::{field, WriteKind, WriteRoute};
@@ -47,7 +47,13 @@ pub async fn handle(
 ) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
     let body = read_body(body, state.max_body_bytes, write_deadline(state)).await?;
-    let targets: Targets = write_targets(route, request_tenant(&parts.headers), &body).into();
+    let (targets, reading) = write_targets(route, request_tenant(&parts.headers), &body);
+    match reading {
+        Reading::Named => {}
+        Reading::Users => state.metrics.unscoped_write(Unscoped::Users),
+        Reading::Everything => state.metrics.unscoped_write(Unscoped::Everything),
+    }
+    let targets: Targets = targets.into();
     state
         .invalidate_all(&targets, route.kind, InvalidationCause::Write)
         .await;
@@ -72,9 +78,6 @@ async fn exchange(
 ) -> Exchanged {
     let deadline = write_deadline(&state);
     let exchanged = forward_buffered(&state, &parts, body, RouteClassLabel::Write, deadline).await;
-    if targets.is_empty() {
-        return exchanged;
-    }
     let applied = applied(&exchanged.result);
     if applied != Applied::No {
         state

@@ -92,6 +92,10 @@ label_values! {
         WriteKind::Purge => "purge",
     },
     StaleRefusal => |v| v.as_label(),
+    Unscoped => |v| match v {
+        Unscoped::Users => "users",
+        Unscoped::Everything => "everything",
+    },
     BackgroundEvent => |v| v.as_label(),
 }
 
@@ -133,6 +137,20 @@ impl StaleRefusal {
             StaleRefusal::StreamLost => "stream_lost",
         }
     }
+}
+
+/// What a write whose scope could not be read invalidated instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unscoped {
+    /// Every scope of the user ids a lenient scan found.
+    Users,
+    /// Every scope.
+    Everything,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReadingLabels {
+    invalidated: Unscoped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -187,6 +205,7 @@ pub struct Metrics {
     coalesced: Counter,
     stale: Family<ReasonLabels, Counter>,
     stale_refused: Family<RefusalLabels, Counter>,
+    unscoped_writes: Family<ReadingLabels, Counter>,
     background: Family<BackgroundLabels, Counter>,
     prewarms: Counter,
     connections: Family<WorkerLabels, Counter>,
@@ -205,6 +224,7 @@ impl Metrics {
             coalesced: Counter::default(),
             stale: Family::default(),
             stale_refused: Family::default(),
+            unscoped_writes: Family::default(),
             background: Family::default(),
             prewarms: Counter::default(),
             connections: Family::default(),
@@ -251,6 +271,11 @@ impl Metrics {
             "stale_refused",
             "Stale answers within their window not served, by why (purged: a delete or clear came after their fetch; stream_lost: the shared tier's invalidation stream is lost)",
             metrics.stale_refused.clone(),
+        );
+        r.register(
+            "unscoped_writes",
+            "Writes whose scope could not be read as memU reads it, by what was invalidated instead (users: every scope of the user ids a scan found; everything)",
+            metrics.unscoped_writes.clone(),
         );
         r.register(
             "background_fetches",
@@ -326,6 +351,12 @@ impl Metrics {
     pub fn invalidation(&self, cause: InvalidationCause, kind: WriteKind) {
         self.invalidations
             .get_or_create(&CauseLabels { cause, kind })
+            .inc();
+    }
+
+    pub fn unscoped_write(&self, invalidated: Unscoped) {
+        self.unscoped_writes
+            .get_or_create(&ReadingLabels { invalidated })
             .inc();
     }
 

@@ -7,11 +7,18 @@
 //! invalidation scope, and for asynchronous writes where the task id is and which task states
 //! mean success), or a task-status poll. Anything that matches no row is passed through. Adding a
 //! generation is adding rows. Pure: a method and a path in, a class out.
+//!
+//! The path classified is the one memU routes on: uvicorn percent-decodes the request path
+//! (`%2F` included) before FastAPI matches it ([`routed_path`]), so `/api/v1/memory/memoriz%65`
+//! is a memorize. A write's path with one trailing slash is that write too: memU answers it with a
+//! redirect to the slashless path, which a client may follow (the proxy rewrites the redirect to
+//! come back through it, `upstream.rs`), so it is invalidated as the write it leads to.
 
 pub mod table;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
 use http::Method;
@@ -256,13 +263,27 @@ impl Row {
     }
 }
 
-/// Classifies a request by method and path: the first row of [`table::ROUTES`] that matches.
+/// The path memU routes a request on: the request path percent-decoded as uvicorn decodes it
+/// (`urllib.parse.unquote`: every `%XX`, `%2F` included; invalid UTF-8 replaced).
+pub fn routed_path(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('%') {
+        return Cow::Borrowed(raw);
+    }
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy()
+}
+
+/// Classifies a request by method and the path memU routes on ([`routed_path`]): the first row
+/// of [`table::ROUTES`] that matches; a write's row also matches its path with a trailing slash.
 pub fn classify<'a>(method: &Method, path: &'a str) -> RouteClass<'a> {
     for row in table::ROUTES {
         if row.method() != method {
             continue;
         }
-        let Some(task_id) = matches(row.path(), path) else {
+        let found = matches(row.path(), path).or_else(|| match row {
+            Row::Write(_) => matches(row.path(), path.strip_suffix('/')?),
+            Row::Read(_) | Row::Status(_) => None,
+        });
+        let Some(task_id) = found else {
             continue;
         };
         return match row {

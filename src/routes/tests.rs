@@ -114,3 +114,43 @@ fn names_are_unique_and_fallbacks_are_json_objects_with_the_required_lists() {
         }
     }
 }
+
+#[test]
+fn writes_are_recognised_on_the_path_memu_routes_on() {
+    let write = |row: &'static WriteRow| RouteClass::Write(WriteRoute(row));
+    let post = Method::POST;
+    let cases: &[(&str, RouteClass)] = &[
+        // uvicorn percent-decodes the path, `%2F` included, before FastAPI routes it.
+        ("/api/v1/memory/memoriz%65", write(&V1_MEMORIZE)),
+        ("/api/v1/memory%2Fmemorize", write(&V1_MEMORIZE)),
+        ("/api/v1/memory%2fdelete", write(&V1_DELETE)),
+        ("%2Fapi%2Fv3%2Fmemory%2Fdelete", write(&V3_DELETE)),
+        ("/cl%65ar", write(&SERVER_CLEAR)),
+        // A trailing slash: memU redirects to the write, which the client may follow.
+        ("/api/v1/memory/memorize/", write(&V1_MEMORIZE)),
+        ("/api/v1/memory/delete/", write(&V1_DELETE)),
+        ("/api/v4/memory/", write(&V4_COMMIT)),
+        ("/clear/", write(&SERVER_CLEAR)),
+        ("/memorize%2F", write(&SERVER_MEMORIZE)),
+        // Reads keep their exact paths: memU answers their slashed variants itself.
+        (
+            "/api/v1/memory/retrieve/related-memory-items/",
+            RouteClass::PassThrough,
+        ),
+        (
+            "/api/v1/memory/retrieve/related-memory-item%73",
+            RouteClass::Read(ReadRoute(&V1_RELATED)),
+        ),
+        ("/api/v1/memory/memorize//", RouteClass::PassThrough),
+        ("/api/v1/memory/memoriz%", RouteClass::PassThrough),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(classify(&post, &routed_path(raw)), *want, "{raw}");
+    }
+    assert!(matches!(routed_path("/plain"), Cow::Borrowed("/plain")));
+    assert_eq!(
+        routed_path("/a%FFb"),
+        "/a\u{FFFD}b",
+        "invalid UTF-8 replaced"
+    );
+}

@@ -35,7 +35,7 @@ use crate::exchange::read_body;
 use crate::handlers::{self, admin, prewarm, read};
 use crate::headers::{client_cache, request_budget, ClientCache, REQUEST_ID};
 use crate::outcome::{Arrived, Handled, Record, RouteClassLabel};
-use crate::routes::{classify, ReadRoute, RouteClass};
+use crate::routes::{classify, routed_path, ReadRoute, RouteClass};
 use crate::state::State;
 
 /// Serves one request: from the lane if it is a fresh hit, else through `layers`.
@@ -115,7 +115,7 @@ fn candidate<B: Body>(state: &State, request: &Request<B>) -> Option<ReadRoute> 
     if admin::is_admin_path(method, path) || prewarm::is_prewarm(method, path) {
         return None;
     }
-    let RouteClass::Read(route) = classify(method, path) else {
+    let RouteClass::Read(route) = classify(method, &routed_path(path)) else {
         return None;
     };
     let headers = request.headers();

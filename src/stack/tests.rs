@@ -107,7 +107,7 @@ async fn the_admin_listener_serves_health_and_metrics_and_404s_the_rest() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        serde_json::json!({"status": "ok", "circuit": "closed"})
+        serde_json::json!({"status": "ok", "circuit": "closed", "write_circuit": "closed"})
     );
     assert!(headers[HEADER_SERVER_TIMING]
         .to_str()

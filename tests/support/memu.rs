@@ -516,7 +516,10 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let path = parts.uri.path().to_owned();
+    // uvicorn percent-decodes the path (`%2F` included) before FastAPI routes it.
+    let path = percent_encoding::percent_decode_str(parts.uri.path())
+        .decode_utf8_lossy()
+        .into_owned();
     let name = route_name(&parts.method, &path);
     if let Some(body) = state.fixed.get(name) {
         count_hit(&state, name);
