@@ -11,7 +11,9 @@ posted with httpx exactly as the SDK would (same headers, the SDK's own request 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import importlib.metadata
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -230,6 +232,48 @@ def test_memorize_success_invalidates_reads_cached_meanwhile(
         "Mochi" in c for c in contents(after.json())
     )
     assert after.content == post_as_sdk(memu.url, ROUTES["items"], body, KEY_A).content
+
+
+MEMORIZE_SPELLINGS = ["utf-8-bom", "utf-16", "nan", "percent-encoded-path", "encoded-slash"]
+
+
+@pytest.mark.parametrize("spelling", MEMORIZE_SPELLINGS)
+def test_a_memorize_memu_accepts_in_any_spelling_invalidates_the_users_reads(
+    memu: MemuServer, proxy: Proxy, uid: Callable[[str], str], spelling: str
+) -> None:
+    """The real memU (uvicorn, FastAPI's ``json.loads``) accepts a memorize whose body has a UTF-8
+    byte-order mark, is UTF-16, or holds ``NaN``, and one whose path is percent-encoded (``%65``,
+    ``%2F``): each is a real write (200, ``PENDING``), so the user's cached read must miss after it."""
+    user = uid("alice")
+    seed_alice(memu, user)
+    read = items_body(user, "Does Alice have a black cat?")
+    post_as_sdk(proxy.url, ROUTES["items"], read, KEY_A)
+    assert is_hit(post_as_sdk(proxy.url, ROUTES["items"], read, KEY_A))
+
+    body: dict[str, Any] = {
+        "conversation": [{"role": "user", "content": "Alice bought a scratching post"}],
+        "user_id": user,
+        "user_name": "Alice",
+        "agent_id": AGENT,
+        "agent_name": "Mao",
+    }
+    path = ROUTES["memorize"]
+    data = json.dumps(body).encode()
+    if spelling == "utf-8-bom":
+        data = codecs.BOM_UTF8 + data
+    elif spelling == "utf-16":
+        data = json.dumps(body).encode("utf-16")
+    elif spelling == "nan":
+        data = json.dumps({**body, "score": float("nan")}).encode()
+    elif spelling == "percent-encoded-path":
+        path = path.replace("memorize", "memoriz%65")
+    elif spelling == "encoded-slash":
+        path = path.replace("/memory/memorize", "/memory%2Fmemorize")
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY_A}"}
+    written = httpx.post(f"{proxy.url}{path}", content=data, headers=headers, timeout=10)
+    assert written.status_code == 200, written.text
+    assert written.json()["status"] == "PENDING", "memU took it as a memorize"
+    assert not is_hit(post_as_sdk(proxy.url, ROUTES["items"], read, KEY_A))
 
 
 # ------------------------------------------------------------------------------------------------
