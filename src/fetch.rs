@@ -25,6 +25,8 @@ use crate::cache::{Entry, Generations, KeyedRead};
 use crate::circuit::Guards;
 use crate::decide::{admit, judge, repair, Fetched, Judgement};
 use crate::error::ProxyError;
+use crate::fallback::FallbackReason;
+use crate::headers::strip_hop_by_hop;
 use crate::metrics::BackgroundEvent;
 use crate::outcome::RouteClassLabel;
 use crate::shared::record::Record;
@@ -131,11 +133,25 @@ async fn run(
         (Some(shared), Origin::Client | Origin::Background) => {
             match shared.before_fetch(&lease.key().0, deadline).await {
                 Before::Hit { record, remaining } => {
-                    let entry = from_shared(&state, lease.key(), record, remaining);
-                    lease.complete(Arc::new(Fetched::Shared(entry)));
-                    return;
+                    match from_shared(&state, lease.key(), record, remaining) {
+                        Some(entry) => {
+                            lease.complete(Arc::new(Fetched::Shared(entry)));
+                            return;
+                        }
+                        // Not an answer this replica would serve: ask memU (and share nothing).
+                        None => {
+                            shared.rejected();
+                            None
+                        }
+                    }
                 }
                 Before::Fetch(claim) => Some(claim),
+                Before::GaveUp => {
+                    let reason = FallbackReason::Timeout;
+                    let upstream = Duration::ZERO;
+                    lease.complete(Arc::new(Fetched::Failed { reason, upstream }));
+                    return;
+                }
             }
         }
         _ => None,
@@ -191,18 +207,40 @@ async fn run(
 }
 
 /// The local entry for an answer from the shared tier, admitted to the local cache as a fetched
-/// answer would be (with its age and remaining TTL).
+/// answer would be (with its age and remaining TTL, at most the local `cache.ttl_secs`). What
+/// comes back from Redis is input, not truth: it is judged as memU's own answer would be (200, a
+/// JSON object with the route's lists), repaired as this replica repairs (`compat`), and its
+/// hop-by-hop headers dropped; `None` when it is not an answer this replica would serve.
 fn from_shared(
     state: &State,
     (key, generations): &InflightKey,
     record: Record,
     remaining: Duration,
-) -> Arc<Entry> {
+) -> Option<Arc<Entry>> {
+    let mut headers = record.headers;
+    strip_hop_by_hop(&mut headers);
+    let as_fetched = Buffered {
+        status: http::StatusCode::OK,
+        headers,
+        body: record.body,
+    };
+    let answer = match repair(
+        judge(Ok(as_fetched), key.route),
+        key.route,
+        state.fill_null_timestamps,
+    ) {
+        Judgement::Answer {
+            answer,
+            cacheable: true,
+        } => answer,
+        Judgement::Answer { .. } | Judgement::Fallback(_) => return None,
+    };
+    let remaining = remaining.min(state.store.lifetimes().ttl);
     let age = record.ttl.saturating_sub(remaining);
     let now = Instant::now();
     let entry = Entry::aged(
-        record.body,
-        record.headers,
+        answer.body,
+        answer.headers,
         *generations,
         now,
         age,
@@ -219,7 +257,7 @@ fn from_shared(
         }
         state.store.insert(key.clone(), Arc::clone(&entry));
     }
-    entry
+    Some(entry)
 }
 
 /// Stores a cacheable answer when [`admit`] allows; true if it was stored.

@@ -109,6 +109,16 @@ pub struct State {
     pub(crate) shared: Option<Arc<SharedTier>>,
 }
 
+/// What makes this replica's answers what they are, besides the request: the memU it asks and
+/// the repairs it makes. Replicas whose fingerprints differ never share an answer in Redis.
+fn answering(config: &Config) -> String {
+    let upstream = &config.upstream;
+    format!(
+        "records v2\nupstream {}://{}{}\nfill_null_timestamps {}",
+        upstream.scheme, upstream.authority, upstream.base_path, config.compat.fill_null_timestamps
+    )
+}
+
 impl State {
     pub fn new(config: &Config) -> Self {
         let mut registry = Registry::with_prefix("memu_proxy");
@@ -142,6 +152,7 @@ impl State {
         let shared = config.shared_cache.as_ref().and_then(|shared| {
             let started = SharedTier::start(
                 shared,
+                answering(config).as_bytes(),
                 config.cache.ttl,
                 config.upstream.timeout,
                 Arc::clone(&scopes),
@@ -217,11 +228,12 @@ impl State {
         kind: WriteKind,
         cause: InvalidationCause,
     ) {
+        let pending = self.shared.as_ref().map(|shared| shared.pending());
         for (scope, what) in targets {
             self.invalidate(scope, *what, kind, cause);
         }
-        if let Some(shared) = &self.shared {
-            shared.invalidate(targets, kind).await;
+        if let (Some(shared), Some(pending)) = (&self.shared, pending) {
+            shared.invalidate(targets, kind, pending).await;
         }
     }
 
@@ -233,12 +245,13 @@ impl State {
         kind: WriteKind,
         cause: InvalidationCause,
     ) {
+        let pending = self.shared.as_ref().map(|shared| shared.pending());
         for (scope, what) in targets.iter() {
             self.invalidate(scope, *what, kind, cause);
         }
-        if let Some(shared) = &self.shared {
+        if let (Some(shared), Some(pending)) = (&self.shared, pending) {
             let shared = Arc::clone(shared);
-            tokio::spawn(async move { shared.invalidate(&targets, kind).await });
+            tokio::spawn(async move { shared.invalidate(&targets, kind, pending).await });
         }
     }
 

@@ -175,3 +175,32 @@ async fn failing_reads_never_refuse_a_write() {
     assert_eq!(memu.hits("memorize"), 1, "the memorize reached memU");
     assert_eq!(health["write_circuit"], "closed");
 }
+
+#[tokio::test]
+async fn a_write_whose_client_went_away_is_still_tracked_to_success() {
+    let memu = MemU::start().await;
+    let proxy = Proxy::start(&memu.url(), |_| {}).await;
+    warm(&proxy).await;
+    memu.set_route_latency("memorize", Duration::from_millis(300));
+    let url = proxy.url(MEMORIZE);
+    let body = memorize_body("u", "a", "I adopted a cat named Mochi");
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), post(&url, &body)).await;
+    assert!(
+        gave_up.is_err(),
+        "the client went away before memU answered"
+    );
+    memu.wait_for_hits("memorize", 1).await;
+    // Read while memU applies it: the answer without the cat is cached...
+    let meanwhile = assert_next_read_misses(&proxy, &pets()).await;
+    assert!(!meanwhile.text().contains("Mochi"));
+    // ...until the task the proxy still tracks (its own poll) succeeds.
+    memu.complete_tasks();
+    let series = r#"memu_proxy_cache_invalidations_total{cause="task_success",kind="supersede"}"#;
+    wait_until("the proxy's poll to see the task succeed", 10, || async {
+        metric(&proxy.metrics().await, series) > 0.0
+    })
+    .await;
+    let fresh = assert_next_read_misses(&proxy, &pets()).await;
+    assert!(fresh.text().contains("Mochi"), "{}", fresh.text());
+    assert_eq!(memu.hits("memorize"), 1, "forwarded once");
+}

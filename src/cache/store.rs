@@ -210,6 +210,11 @@ impl Store {
             .is_some_and(|entry| entry.generations == current)
     }
 
+    /// How long entries are served.
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
     pub fn len(&self) -> usize {
         self.cache.len()
     }

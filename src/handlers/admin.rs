@@ -35,10 +35,11 @@ pub fn serve(state: &State, path: &str) -> Handled {
         let shared = match &state.shared {
             None => String::new(),
             Some(shared) => format!(
-                r#","shared_cache":{{"link":"{}","stream":"{}","local_entries_trusted":{}}}"#,
+                r#","shared_cache":{{"link":"{}","stream":"{}","local_entries_trusted":{},"writes_delivered":{}}}"#,
                 shared.link_state().as_str(),
                 if shared.stream_up() { "up" } else { "down" },
                 shared.trusts_local(),
+                shared.delivered(),
             ),
         };
         json(

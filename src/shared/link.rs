@@ -127,6 +127,11 @@ impl Link {
     }
 
     /// Counts a lookup's outcome beside the `ok` [`Link::call`] counted.
+    /// Counts an outcome of `op` decided outside the call itself.
+    pub fn record(&self, op: Op, result: OpResult) {
+        self.metrics.record(op, result, None);
+    }
+
     pub fn found(&self, hit: bool) {
         let result = if hit { OpResult::hit } else { OpResult::miss };
         self.metrics.record(Op::lookup, result, None);

@@ -27,6 +27,8 @@ pub enum Op {
     connect,
     /// The invalidation stream (re)subscribed.
     subscribe,
+    /// Redis's `run_id` read (and, when it changed, a fresh everything epoch set).
+    incarnation,
 }
 
 /// How an operation ended.
@@ -43,8 +45,11 @@ pub enum OpResult {
     error,
     /// No answer within `shared_cache.timeout_ms`.
     timeout,
-    /// Not tried: the link is down (reconnecting in the background).
+    /// Not tried: the link is down (reconnecting in the background), or this replica's writes
+    /// are not all in Redis yet.
     skipped,
+    /// A lookup found a record this replica would not serve (not an answer of the route's shape).
+    rejected,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -21,6 +21,7 @@
 //! Sits below `state` (which owns it) and above `cache`, whose keys, slots and generations it
 //! names in Redis (`names.rs`, `record.rs`). It decides nothing about HTTP.
 
+mod delivery;
 mod link;
 pub mod metrics;
 pub mod names;
@@ -30,7 +31,7 @@ mod scripts;
 mod stream;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,9 +47,10 @@ use crate::cache::{CacheKey, Invalidate, Scope, Scopes};
 use crate::config::{redacted, SharedCacheConfig};
 use crate::metrics::Metrics;
 use crate::routes::WriteKind;
+pub use delivery::Pending;
 pub use link::LinkState;
 use link::{Failed, Link};
-use metrics::{Op, SharedMetrics};
+use metrics::{Op, OpResult, SharedMetrics};
 use names::{KeyNames, Names};
 use record::{Record, SharedGenerations};
 use scripts::Scripts;
@@ -74,6 +76,10 @@ pub struct SharedTier {
     /// Every answer's TTL in Redis: the cache's TTL.
     ttl: Duration,
     outbox: Mutex<VecDeque<Vec<Bump>>>,
+    /// This replica's writes on their way to Redis (`delivery.rs`).
+    in_flight: Arc<AtomicUsize>,
+    /// Redis's `run_id` when last read: a change means a restart or a failover.
+    run_id: Mutex<Option<String>>,
     scopes: Arc<Scopes>,
     metrics: Arc<Metrics>,
 }
@@ -89,6 +95,10 @@ pub enum Before {
     },
     /// Fetch from memU, then give the claim to [`SharedTier::after_fetch`].
     Fetch(Claim),
+    /// Another replica held the key's fetch lock until the deadline was (all but) spent waiting
+    /// for its answer: too late to ask memU, which would only time out (and count against the
+    /// breaker, and cost memU a retrieval).
+    GaveUp,
 }
 
 /// What a replica needs to store the answer it fetches: the key's names, the generations the
@@ -114,6 +124,7 @@ impl SharedTier {
     /// connects in the background: the proxy serves at once, from its local cache and memU.
     pub fn start(
         config: &SharedCacheConfig,
+        fingerprint: &[u8],
         cache_ttl: Duration,
         read_timeout: Duration,
         scopes: Arc<Scopes>,
@@ -122,7 +133,7 @@ impl SharedTier {
     ) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(config.url.as_str())?;
         let shared_metrics = Arc::new(SharedMetrics::register(registry));
-        let names = Names::new(&config.key_prefix);
+        let names = Names::new(&config.key_prefix).answering(fingerprint);
         let tier = Arc::new(Self {
             link: Link::new(
                 client.clone(),
@@ -144,6 +155,8 @@ impl SharedTier {
             lock_ttl: read_timeout + Duration::from_secs(1),
             ttl: cache_ttl,
             outbox: Mutex::new(VecDeque::new()),
+            in_flight: Arc::default(),
+            run_id: Mutex::new(None),
             scopes,
             metrics,
         });
@@ -157,10 +170,10 @@ impl SharedTier {
         self.link.state()
     }
 
-    /// True while the invalidation stream was heard within `offline_grace_ms`: local entries
-    /// may be served as fresh.
+    /// True while the invalidation stream was heard within `offline_grace_ms` and no replica
+    /// said it holds writes Redis refused: local entries may be served as fresh.
     pub fn trusts_local(&self) -> bool {
-        self.stream.heard_recently()
+        self.stream.heard_recently() && !self.stream.distrusted()
     }
 
     /// True when the stream is subscribed, for `/healthz`.
@@ -169,10 +182,19 @@ impl SharedTier {
     }
 
     /// Before a memU fetch of `key`: an answer in Redis, or a claim to fetch. While another
-    /// replica holds the key's lock, waits for its answer (polling) until the lock is gone or
-    /// `deadline`. Redis failing or slow means a claim without generations: fetch, store nothing.
+    /// replica holds the key's lock, waits for its answer (polling) until the lock is gone, or
+    /// gives up at `deadline` without a fetch. Redis failing or slow means a claim without
+    /// generations: fetch, store nothing.
     pub async fn before_fetch(&self, key: &CacheKey, deadline: Instant) -> Before {
         let names = self.names.of(key);
+        if !self.lookups_allowed() {
+            self.link.record(Op::lookup, OpResult::skipped);
+            return Before::Fetch(Claim {
+                names,
+                generations: None,
+                token: None,
+            });
+        }
         let token = format!(
             "{}-{}",
             self.origin,
@@ -183,13 +205,16 @@ impl SharedTier {
                 Ok(Looked::Hit(record, remaining)) => return Before::Hit { record, remaining },
                 Ok(Looked::Miss {
                     generations,
-                    locked,
-                }) if locked || Instant::now() + POLL_EVERY >= deadline => {
+                    locked: true,
+                }) => {
                     return Before::Fetch(Claim {
                         names,
                         generations: Some(generations),
-                        token: locked.then_some(token),
+                        token: Some(token),
                     })
+                }
+                Ok(Looked::Miss { .. }) if Instant::now() + POLL_EVERY >= deadline => {
+                    return Before::GaveUp
                 }
                 Ok(Looked::Miss { .. }) => tokio::time::sleep(POLL_EVERY).await,
                 Err(_) => {
@@ -244,8 +269,14 @@ impl SharedTier {
     }
 
     /// Publishes a write's invalidations (and whether they purge) to every replica (the local
-    /// bump is the caller's); kept in the outbox when Redis does not take them.
-    pub async fn invalidate(&self, targets: &[(Scope, Invalidate)], kind: WriteKind) {
+    /// bump is the caller's, made after taking `pending`); kept in the outbox when Redis does not
+    /// take them.
+    pub async fn invalidate(
+        &self,
+        targets: &[(Scope, Invalidate)],
+        kind: WriteKind,
+        pending: Pending,
+    ) {
         let mut all: Vec<Bump> = Vec::new();
         for (scope, what) in targets {
             for bump in bumps(scope, *what, kind) {
@@ -258,6 +289,7 @@ impl SharedTier {
         if self.publish(&all).await.is_err() {
             self.hold(all);
         }
+        drop(pending);
     }
 
     async fn lookup(&self, names: &KeyNames, token: &str) -> Result<Looked, Failed> {
@@ -267,6 +299,10 @@ impl SharedTier {
             .key(&names.lock)
             .arg(token)
             .arg(millis(self.lock_ttl));
+        for _ in &names.generations {
+            invocation.arg(delivery::fresh_token());
+        }
+        invocation.arg(millis(self.generation_ttl));
         type Reply = (i64, Vec<u8>, i64, String, String, String);
         let (found, entry, number, g1, g2, g3) = self
             .link
@@ -290,10 +326,20 @@ impl SharedTier {
         })
     }
 
+    /// A record a lookup found was not an answer this replica would serve.
+    pub fn rejected(&self) {
+        self.link.record(Op::lookup, OpResult::rejected);
+    }
+
     /// This replica's heartbeat: proves the stream end to end to every subscriber, itself too.
     async fn heartbeat(&self) {
         let channel = self.names.channel();
-        let origin = self.origin.clone();
+        let origin = if self.outbox_len() > 0 {
+            // Writes Redis refused: every replica stops trusting what it holds until they land.
+            format!("{} ?", self.origin)
+        } else {
+            self.origin.clone()
+        };
         let _ = self
             .link
             .call(Op::heartbeat, |mut connection| async move {
@@ -315,6 +361,7 @@ async fn supervise(tier: std::sync::Weak<SharedTier>) {
             return;
         };
         if strong.link.is_up() || strong.link.reconnect().await {
+            strong.check_incarnation().await;
             strong.flush_outbox().await;
             strong.heartbeat().await;
         }

@@ -26,18 +26,30 @@ pub struct KeyNames {
 #[derive(Debug, Clone)]
 pub struct Names {
     prefix: Box<str>,
+    /// What makes this replica's answers what they are besides the key ([`Names::answering`]).
+    fingerprint: Box<[u8]>,
 }
 
 impl Names {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.into(),
+            fingerprint: Box::default(),
         }
+    }
+
+    /// The same names for a replica whose answers depend on `fingerprint` as well as on the key
+    /// (the memU it asks, the repairs it makes): answers' and locks' names include it, so
+    /// replicas that would answer differently never share a record. Generations' names do not:
+    /// a write through any replica invalidates them all.
+    pub fn answering(mut self, fingerprint: &[u8]) -> Self {
+        self.fingerprint = fingerprint.into();
+        self
     }
 
     /// The names of `key`'s answer, lock and generations.
     pub fn of(&self, key: &CacheKey) -> KeyNames {
-        let digest = hex(&key_digest(key));
+        let digest = hex(&key_digest(key, &self.fingerprint));
         let slots = ReadSlots::of(&key.scope);
         KeyNames {
             entry: format!("{}e:{digest}", self.prefix),
@@ -66,10 +78,11 @@ impl Names {
     }
 }
 
-/// A SHA-256 digest of every field of `key`.
-pub fn key_digest(key: &CacheKey) -> [u8; 32] {
+/// A SHA-256 digest of every field of `key`, and of the answering replica's `fingerprint`.
+pub fn key_digest(key: &CacheKey, fingerprint: &[u8]) -> [u8; 32] {
     let mut fields = Fields::new();
     fields
+        .field(fingerprint)
         .field(key.route.name.as_bytes())
         .field(key.path_and_query.as_bytes())
         .field(
@@ -160,6 +173,19 @@ mod tests {
         ] {
             assert_ne!(name(None, base), name(auth, body), "{body}");
         }
+    }
+
+    #[test]
+    fn replicas_that_answer_differently_name_answers_apart_and_generations_alike() {
+        let k = key(None, r#"{"user_id":"u","query":"q"}"#);
+        let (plain, repairing) = (
+            Names::new("p:").answering(b"fill_null_timestamps=false"),
+            Names::new("p:").answering(b"fill_null_timestamps=true"),
+        );
+        let (a, b) = (plain.of(&k), repairing.of(&k));
+        assert_ne!(a.entry, b.entry);
+        assert_ne!(a.lock, b.lock);
+        assert_eq!(a.generations, b.generations);
     }
 
     #[test]

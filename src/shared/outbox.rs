@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 
+use super::delivery::fresh_token;
 use super::link::Failed;
 use super::metrics::Op;
 use super::millis;
@@ -37,9 +38,13 @@ impl SharedTier {
                 }
             }
         }
+        let fresh: Vec<u64> = keys.iter().map(|_| fresh_token()).collect();
         let mut invocation = self.scripts.invalidate.prepare_invoke();
         invocation.key(keys).arg(millis(self.generation_ttl));
         invocation.arg(self.names.channel()).arg(message);
+        for token in fresh {
+            invocation.arg(token);
+        }
         self.link
             .call(Op::invalidate, |mut connection| async move {
                 invocation.invoke_async::<i64>(&mut connection).await

@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Generations as Redis counts them: the read's own slot, its user's every-agent slot, the
-/// everything epoch; a missing counter is 0.
+/// everything epoch: tokens, compared for equality (`delivery.rs`).
 pub type SharedGenerations = [u64; 3];
 
 /// A decoded answer.

@@ -37,6 +37,8 @@ pub struct Stream {
     up: AtomicBool,
     /// True once the loss of the stream was logged, until it is back.
     lost_logged: AtomicBool,
+    /// Until when (ms since `epoch`) another replica said it holds writes Redis refused.
+    distrusted_until_ms: AtomicU64,
     metrics: Arc<SharedMetrics>,
 }
 
@@ -55,6 +57,7 @@ impl Stream {
             last_heard_ms: AtomicU64::new(0),
             up: AtomicBool::new(false),
             lost_logged: AtomicBool::new(false),
+            distrusted_until_ms: AtomicU64::new(0),
             metrics,
         }
     }
@@ -80,6 +83,19 @@ impl Stream {
         let now = self.epoch.elapsed();
         let heard = Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed));
         now.saturating_sub(heard) < self.offline_grace
+    }
+
+    /// True while a replica that holds writes Redis refused was heard within the grace period:
+    /// its write may have made any local entry stale, and Redis's generations do not know it.
+    pub fn distrusted(&self) -> bool {
+        let until = Duration::from_millis(self.distrusted_until_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed() < until
+    }
+
+    fn distrust(&self) {
+        let until = self.epoch.elapsed() + self.offline_grace;
+        let until = u64::try_from(until.as_millis()).unwrap_or(u64::MAX);
+        self.distrusted_until_ms.fetch_max(until, Ordering::Relaxed);
     }
 
     fn heard(&self) {
@@ -144,8 +160,10 @@ pub async fn listen(tier: Weak<SharedTier>) {
             }
         };
         // Whatever was published while this replica was not subscribed is lost, deletes
-        // included: nothing cached before now may be served again, fresh or stale.
+        // included: nothing cached before now may be served again, fresh or stale. And Redis
+        // may have restarted from a snapshot: check before its answers are served again.
         strong.scopes.apply(&[Bump::everything(WriteKind::Purge)]);
+        strong.check_incarnation().await;
         strong.stream.heard();
         strong.stream.up.store(true, Ordering::Relaxed);
         if strong.stream.lost_logged.swap(false, Ordering::Relaxed) {
@@ -171,12 +189,16 @@ pub async fn listen(tier: Weak<SharedTier>) {
     }
 }
 
-/// Applies one message: any message proves the stream alive; another replica's bumps are applied.
+/// Applies one message: any message proves the stream alive; another replica's bumps are
+/// applied; its word that it holds writes Redis refused stops local trust for a grace period.
 fn receive(tier: &SharedTier, payload: &[u8]) {
     tier.stream.heard();
-    let Some(bumps) = parse(payload, &tier.origin) else {
+    let Some(Message { bumps, undelivered }) = parse(payload, &tier.origin) else {
         return;
     };
+    if undelivered {
+        tier.stream.distrust();
+    }
     if !bumps.is_empty() {
         tier.scopes.apply(&bumps);
         let purges = bumps.iter().any(|bump| bump.kind == WriteKind::Purge);
@@ -189,27 +211,42 @@ fn receive(tier: &SharedTier, payload: &[u8]) {
     }
 }
 
-/// Another replica's bumps in a message (`None`: this replica's own, or not a message).
-fn parse(payload: &[u8], own_origin: &str) -> Option<Vec<Bump>> {
+/// Another replica's message.
+#[derive(Debug, PartialEq)]
+struct Message {
+    bumps: Vec<Bump>,
+    /// `?`: the sender holds writes Redis refused (its outbox is not empty).
+    undelivered: bool,
+}
+
+/// Another replica's message (`None`: this replica's own, or not a message).
+fn parse(payload: &[u8], own_origin: &str) -> Option<Message> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut words = text.split(' ');
     let origin = words.next()?;
     if origin == own_origin || origin.is_empty() {
         return None;
     }
-    words
-        .map(|word| {
-            let (kind, counter) = match word.strip_prefix('!') {
-                Some(purged) => (WriteKind::Purge, purged),
-                None => (WriteKind::Supersede, word),
-            };
-            let counter = match counter {
-                "*" => Counter::Everything,
-                slot => Counter::Slot(parse_slot(slot)?),
-            };
-            Some(Bump { counter, kind })
-        })
-        .collect()
+    let mut message = Message {
+        bumps: Vec::new(),
+        undelivered: false,
+    };
+    for word in words {
+        if word == "?" {
+            message.undelivered = true;
+            continue;
+        }
+        let (kind, counter) = match word.strip_prefix('!') {
+            Some(purged) => (WriteKind::Purge, purged),
+            None => (WriteKind::Supersede, word),
+        };
+        let counter = match counter {
+            "*" => Counter::Everything,
+            slot => Counter::Slot(parse_slot(slot)?),
+        };
+        message.bumps.push(Bump { counter, kind });
+    }
+    Some(message)
 }
 
 #[cfg(test)]
@@ -220,24 +257,36 @@ mod tests {
     #[test]
     fn messages_name_their_origin_and_bumps() {
         let id = [7; 32];
+        let bumps = |bumps: Vec<Bump>, undelivered| Some(Message { bumps, undelivered });
         let message = format!("other {} *", hex(&id));
         assert_eq!(
             parse(message.as_bytes(), "me"),
-            Some(vec![
-                Bump::slot(id, WriteKind::Supersede),
-                Bump::everything(WriteKind::Supersede)
-            ])
+            bumps(
+                vec![
+                    Bump::slot(id, WriteKind::Supersede),
+                    Bump::everything(WriteKind::Supersede)
+                ],
+                false
+            )
         );
         let purge = format!("other !{} !*", hex(&id));
         assert_eq!(
             parse(purge.as_bytes(), "me"),
-            Some(vec![
-                Bump::slot(id, WriteKind::Purge),
-                Bump::everything(WriteKind::Purge)
-            ])
+            bumps(
+                vec![
+                    Bump::slot(id, WriteKind::Purge),
+                    Bump::everything(WriteKind::Purge)
+                ],
+                false
+            )
         );
         assert_eq!(parse(b"other !", "me"), None);
-        assert_eq!(parse(b"other", "me"), Some(vec![]), "a heartbeat");
+        assert_eq!(parse(b"other", "me"), bumps(vec![], false), "a heartbeat");
+        assert_eq!(
+            parse(b"other ?", "me"),
+            bumps(vec![], true),
+            "a heartbeat of a replica whose writes Redis refused"
+        );
         assert_eq!(parse(message.as_bytes(), "other"), None, "our own");
         assert_eq!(parse(b"other zz", "me"), None);
         assert_eq!(parse(b"\xff", "me"), None);
