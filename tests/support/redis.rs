@@ -44,6 +44,8 @@ pub async fn wait_for_redis(proxy: &Proxy) {
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// Where a persistent server keeps its snapshot (`SAVE`), read again on restart.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -54,7 +56,19 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let mut server = RedisServer { child: None, port };
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts a server that loads its snapshot from `dir` when (re)started: `SAVE` takes one.
+    pub fn start_persistent(dir: &std::path::Path) -> RedisServer {
+        let mut server = RedisServer::start();
+        server.dir = Some(dir.to_owned());
         server.restart();
         server
     }
@@ -75,12 +89,21 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port, empty, and waits until it answers.
+    /// Starts the server again on the same port (empty, or from its snapshot when persistent),
+    /// and waits until it answers.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        if let Some(dir) = &self.dir {
+            command
+                .arg("--dir")
+                .arg(dir)
+                .args(["--dbfilename", "dump.rdb"]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
