@@ -234,7 +234,18 @@ def test_memorize_success_invalidates_reads_cached_meanwhile(
     assert after.content == post_as_sdk(memu.url, ROUTES["items"], body, KEY_A).content
 
 
-MEMORIZE_SPELLINGS = ["utf-8-bom", "utf-16", "nan", "percent-encoded-path", "encoded-slash"]
+MEMORIZE_SPELLINGS = [
+    "utf-8-bom",
+    "utf-16",
+    "utf-32",
+    "nan",
+    "infinity",
+    "1e400",
+    "lone-surrogate",
+    "deep-nesting",
+    "percent-encoded-path",
+    "encoded-slash",
+]
 
 
 @pytest.mark.parametrize("spelling", MEMORIZE_SPELLINGS)
@@ -242,7 +253,8 @@ def test_a_memorize_memu_accepts_in_any_spelling_invalidates_the_users_reads(
     memu: MemuServer, proxy: Proxy, uid: Callable[[str], str], spelling: str
 ) -> None:
     """The real memU (uvicorn, FastAPI's ``json.loads``) accepts a memorize whose body has a UTF-8
-    byte-order mark, is UTF-16, or holds ``NaN``, and one whose path is percent-encoded (``%65``,
+    byte-order mark, is UTF-16 or UTF-32, holds ``NaN``, ``-Infinity``, ``1e400``, a lone surrogate
+    or nesting deeper than serde_json's 128, and one whose path is percent-encoded (``%65``,
     ``%2F``): each is a real write (200, ``PENDING``), so the user's cached read must miss after it."""
     user = uid("alice")
     seed_alice(memu, user)
@@ -263,8 +275,18 @@ def test_a_memorize_memu_accepts_in_any_spelling_invalidates_the_users_reads(
         data = codecs.BOM_UTF8 + data
     elif spelling == "utf-16":
         data = json.dumps(body).encode("utf-16")
+    elif spelling == "utf-32":
+        data = json.dumps(body).encode("utf-32")
     elif spelling == "nan":
         data = json.dumps({**body, "score": float("nan")}).encode()
+    elif spelling == "infinity":
+        data = json.dumps({**body, "score": float("-inf")}).encode()
+    elif spelling == "1e400":
+        data = json.dumps(body)[:-1].encode() + b', "score": 1e400}'
+    elif spelling == "lone-surrogate":
+        data = json.dumps({**body, "note": "\ud800"}).encode()
+    elif spelling == "deep-nesting":
+        data = json.dumps({**body, "deep": json.loads("[" * 200 + "]" * 200)}).encode()
     elif spelling == "percent-encoded-path":
         path = path.replace("memorize", "memoriz%65")
     elif spelling == "encoded-slash":
