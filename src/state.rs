@@ -208,6 +208,14 @@ impl State {
             .is_none_or(|shared| shared.trusts_local())
     }
 
+    /// False while a stale answer could predate a delete this replica has not heard of: the
+    /// shared tier's stream is down, or not trusted ([`State::trusts_local_entries`]).
+    pub(crate) fn may_serve_stale(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_none_or(|shared| shared.trusts_local() && shared.stream_up())
+    }
+
     /// Bumps the generations a write of `kind` to `scope` invalidates, and counts it.
     pub(crate) fn invalidate(
         &self,

@@ -190,6 +190,60 @@ async fn a_record_that_is_not_an_answer_is_not_served() {
 }
 
 #[tokio::test]
+async fn a_current_record_that_does_not_decode_costs_a_memu_call_not_a_timeout() {
+    let redis = RedisServer::start();
+    let memu = MemU::start().await;
+    let b = replica(&memu, &redis.url(), |_| {}).await;
+    assert_next_read_misses(&b, &pets()).await;
+    let name = stored_answer(&redis).await;
+    let stored = redis.command(&["GET", &name]).unwrap();
+    let line = stored
+        .split("\r\n")
+        .nth(1)
+        .unwrap()
+        .split('\n')
+        .next()
+        .unwrap();
+    // The generations line is current; what follows is cut short.
+    redis.command(&["SET", &name, &format!("{line}\n\0"), "KEEPTTL"]);
+    let c = replica(&memu, &redis.url(), |_| {}).await;
+    let started = tokio::time::Instant::now();
+    let reply = read(&c).await;
+    assert_eq!(reply.cache_status(), MISS_STORED, "asked memU instead");
+    assert!(started.elapsed() < Duration::from_millis(500), "no wait");
+}
+
+#[tokio::test]
+async fn a_write_redis_refused_stays_final_when_its_replica_dies() {
+    let redis = RedisServer::start();
+    let memu = MemU::start().await;
+    let a = replica(&memu, &redis.url(), |_| {}).await;
+    let b = replica(&memu, &redis.url(), |_| {}).await;
+    assert_next_read_misses(&b, &pets()).await;
+    assert_next_read_hits(&b, &pets()).await;
+    redis.command(&["CONFIG", "SET", "maxmemory", "1"]);
+    let written = post(
+        &a.url(MEMORIZE),
+        &memorize_body("u", "a", "I adopted a dog"),
+    )
+    .await;
+    assert_eq!(written.status, 200);
+    memu.complete_tasks();
+    wait_until("B to hear that A holds a write", 2, || async {
+        health(&b).await["local_entries_trusted"] == false
+    })
+    .await;
+    // A dies with the write in its outbox; Redis recovers, B's distrust lapses.
+    a.shutdown().await.unwrap();
+    redis.command(&["CONFIG", "SET", "maxmemory", "0"]);
+    wait_until("B to trust its entries again", 5, || async {
+        health(&b).await["local_entries_trusted"] == true
+    })
+    .await;
+    shows_the_write(&read(&b).await);
+}
+
+#[tokio::test]
 async fn replicas_that_would_answer_differently_never_share_an_answer() {
     let redis = RedisServer::start();
     let memu = MemU::start().await;

@@ -44,27 +44,31 @@ fn utf32(bytes: &[u8], unit: fn([u8; 4]) -> u32) -> String {
         .collect()
 }
 
-/// Every `"user_id": "<string>"` member in `text`, at any depth, as JSON decodes the string.
-/// `None` when a `user_id` member holds anything else, or a string JSON cannot decode (a lone
-/// surrogate): the scan cannot say whose memories the write touches.
+/// Every `"user_id": "<string>"` member in `text`, at any depth, key and value as JSON decodes
+/// them (so `"user\u005fid"` is one too). `None` when a `user_id` member holds anything else, or
+/// a string JSON cannot decode (a lone surrogate): the scan cannot say whose memories the write
+/// touches. Strings are walked whole, so text inside another string is never taken for a member.
 pub fn user_ids(text: &str) -> Option<Vec<String>> {
-    const KEY: &str = "\"user_id\"";
     let mut found = Vec::new();
     let mut rest = text;
-    while let Some(at) = rest.find(KEY) {
-        let escaped = rest[..at].ends_with('\\');
-        let after = &rest[at + KEY.len()..];
-        rest = after;
-        if escaped {
-            // `\"user_id\"` inside another string: text, not a member.
-            continue;
-        }
-        let Some(value) = after.trim_start().strip_prefix(':') else {
+    while let Some(at) = rest.find('"') {
+        let literal = string_literal(&rest[at..])?;
+        rest = &rest[at + literal.len()..];
+        let Some(value) = rest.trim_start().strip_prefix(':') else {
             continue;
         };
+        let is_user_id = match serde_json::from_str::<String>(literal) {
+            Ok(key) => key == "user_id",
+            // A key JSON cannot decode might spell `user_id`: unknown.
+            Err(_) => return None,
+        };
+        if !is_user_id {
+            continue;
+        }
         let value = value.trim_start();
         let literal = string_literal(value)?;
         found.push(serde_json::from_str::<String>(literal).ok()?);
+        rest = &value[literal.len()..];
     }
     Some(found)
 }
@@ -137,6 +141,12 @@ mod tests {
     fn the_scan_finds_every_user_id_member_and_only_members() {
         let cases: &[(&str, Option<Vec<&str>>)] = &[
             (r#"{"user_id":"u","score":NaN}"#, Some(vec!["u"])),
+            (
+                r#"{"user_id":"a","user\u005fid":"victim","x":NaN}"#,
+                Some(vec!["a", "victim"]),
+            ),
+            (r#"{"k":"user_id","v":"user_id:","x":1e400}"#, Some(vec![])),
+            (r#"{"\ud800":1,"user_id":"u"}"#, None),
             (
                 r#"{"user": {"user_id" : "u\u00e9", "agent_id": "a"}, "x": 1e400}"#,
                 Some(vec!["ué"]),

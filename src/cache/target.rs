@@ -185,12 +185,25 @@ fn named_targets(
     }
 }
 
-/// Every scope of each of `users` (as sent, and trimmed as memU-server trims them), and the
-/// global reads where the route's writes reach them.
-fn user_targets(route: WriteRoute, tenant: Tenant, users: Vec<String>) -> Vec<(Scope, Invalidate)> {
+/// Every scope of each of `users` (as sent, and trimmed as memU-server trims them; and `default`
+/// where the route defaults a missing user), and the global reads where the route's writes reach
+/// them.
+fn user_targets(
+    route: WriteRoute,
+    tenant: Tenant,
+    mut users: Vec<String>,
+) -> Vec<(Scope, Invalidate)> {
     let mut targets = Vec::new();
     if route.invalidates == WriteScope::UserAndGlobal {
         targets.push((Scope::global(tenant), Invalidate::Agent));
+    }
+    if matches!(
+        route.scope,
+        ScopeSource::BodyOrDefault | ScopeSource::NestedUserOrDefault | ScopeSource::QueryOrDefault
+    ) {
+        // The scanned ids may not be the scope's (blank, or another member's): v4 writes to
+        // `default` when its own is missing or blank.
+        users.push(DEFAULT_ID.to_owned());
     }
     for user in users {
         let trimmed = user.trim();
@@ -460,6 +473,16 @@ mod tests {
                 br#"{"user_id":"\udc00","agent_id":"a"}"#.to_vec(),
                 vec![t(g, None, Everything)],
                 Reading::Everything,
+            ),
+            (
+                &V4_COMMIT,
+                br#"{"user":{"user_id":" "},"recall_files":[],"x":NaN}"#.to_vec(),
+                vec![
+                    t(" ", None, AllAgents),
+                    t("", None, AllAgents),
+                    t("default", None, AllAgents),
+                ],
+                Reading::Users,
             ),
         ];
         for (row, body, want, reading) in cases {

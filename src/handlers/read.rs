@@ -270,7 +270,7 @@ fn stale_or_empty(
         .store
         .stale_if_error(&read.key, &purges, Instant::now())
     {
-        Stale::Serve(_) if !state.trusts_local_entries() => {
+        Stale::Serve(_) if !state.may_serve_stale() => {
             state.metrics.stale_refused(StaleRefusal::StreamLost);
         }
         Stale::Serve(entry) => {

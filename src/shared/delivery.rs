@@ -53,11 +53,22 @@ impl SharedTier {
     /// the stream is up (a Redis restart is noticed there first) and no replica has said it
     /// holds writes Redis refused.
     pub fn lookups_allowed(&self) -> bool {
-        self.delivered() && self.stream.is_up() && !self.stream.distrusted()
+        self.delivered()
+            && self.verified.load(Ordering::Acquire)
+            && self.stream.is_up()
+            && !self.stream.distrusted()
     }
 
-    /// Compares Redis's `run_id` with the last one seen; on a change (a restart, possibly from a
-    /// snapshot, or a failover) sets a fresh everything epoch, so nothing stored before is served.
+    /// Forgets that Redis's `run_id` was checked: the link or the stream was lost, and what
+    /// answers on it next may be another incarnation.
+    pub(super) fn unverify(&self) {
+        self.verified.store(false, Ordering::Release);
+    }
+
+    /// Compares Redis's `run_id` with the last one acted on; on a change (a restart, possibly
+    /// from a snapshot, or a failover) sets a fresh everything epoch, so nothing stored before is
+    /// served. The new `run_id` is taken only once that epoch is set; until then (and until the
+    /// first check) this replica does not serve answers from Redis.
     pub(super) async fn check_incarnation(&self) {
         let info = self
             .link
@@ -69,35 +80,45 @@ impl SharedTier {
             })
             .await;
         let Ok(info) = info else {
+            self.unverify();
             return;
         };
-        let Some(run_id) = run_id(&info) else {
+        let Some(run_id) = run_id(&info).map(str::to_owned) else {
+            self.unverify();
             return;
         };
-        let changed = {
-            let mut seen = self.run_id.lock().unwrap_or_else(|p| p.into_inner());
-            let changed = seen.as_deref().is_some_and(|old| old != run_id);
-            *seen = Some(run_id.to_owned());
-            changed
-        };
-        if changed {
-            tracing::warn!(
-                "the shared cache restarted or failed over: every answer stored there before is \
-                 no longer served"
-            );
-            let everything = self.names.everything();
-            let token = fresh_token();
-            let _ = self
-                .link
-                .call(Op::incarnation, |mut connection| async move {
-                    redis::cmd("SET")
-                        .arg(everything)
-                        .arg(token)
-                        .query_async::<()>(&mut connection)
-                        .await
-                })
-                .await;
+        let known = self
+            .run_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let changed = known.as_deref().is_some_and(|old| old != run_id);
+        if changed && !self.fresh_epoch().await {
+            self.unverify();
+            return;
         }
+        *self.run_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(run_id);
+        self.verified.store(true, Ordering::Release);
+    }
+
+    /// Sets a fresh everything epoch in Redis; true when Redis took it.
+    async fn fresh_epoch(&self) -> bool {
+        tracing::warn!(
+            "the shared cache restarted or failed over: every answer stored there before is no \
+             longer served"
+        );
+        let everything = self.names.everything();
+        let token = fresh_token();
+        self.link
+            .call(Op::incarnation, |mut connection| async move {
+                redis::cmd("SET")
+                    .arg(everything)
+                    .arg(token)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await
+            .is_ok()
     }
 }
 

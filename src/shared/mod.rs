@@ -78,8 +78,10 @@ pub struct SharedTier {
     outbox: Mutex<VecDeque<Vec<Bump>>>,
     /// This replica's writes on their way to Redis (`delivery.rs`).
     in_flight: Arc<AtomicUsize>,
-    /// Redis's `run_id` when last read: a change means a restart or a failover.
+    /// Redis's `run_id` when last acted on: a change means a restart or a failover.
     run_id: Mutex<Option<String>>,
+    /// True once the `run_id` of the Redis this replica talks to now was checked (`delivery.rs`).
+    verified: std::sync::atomic::AtomicBool,
     scopes: Arc<Scopes>,
     metrics: Arc<Metrics>,
 }
@@ -113,6 +115,8 @@ pub struct Claim {
 /// One lookup's result.
 enum Looked {
     Hit(Record, Duration),
+    /// A record stored under the current generations that is not one.
+    Unusable,
     Miss {
         generations: SharedGenerations,
         locked: bool,
@@ -157,6 +161,7 @@ impl SharedTier {
             outbox: Mutex::new(VecDeque::new()),
             in_flight: Arc::default(),
             run_id: Mutex::new(None),
+            verified: std::sync::atomic::AtomicBool::new(false),
             scopes,
             metrics,
         });
@@ -217,7 +222,7 @@ impl SharedTier {
                     return Before::GaveUp
                 }
                 Ok(Looked::Miss { .. }) => tokio::time::sleep(POLL_EVERY).await,
-                Err(_) => {
+                Ok(Looked::Unusable) | Err(_) => {
                     return Before::Fetch(Claim {
                         names,
                         generations: None,
@@ -288,6 +293,8 @@ impl SharedTier {
         }
         if self.publish(&all).await.is_err() {
             self.hold(all);
+            // Held: say so now, not at the next heartbeat (a PUBLISH is not refused under OOM).
+            self.heartbeat().await;
         }
         drop(pending);
     }
@@ -312,17 +319,24 @@ impl SharedTier {
             .await?;
         let parse = |g: &str| g.parse::<u64>().map_err(|_| Failed::Error);
         let generations = [parse(&g1)?, parse(&g2)?, parse(&g3)?];
-        let hit = match (found, record::decode(&entry)) {
-            (1, Some(record)) if number > 0 => Some(record),
-            _ => None,
-        };
-        self.link.found(hit.is_some());
-        Ok(match hit {
-            Some(record) => Looked::Hit(record, Duration::from_millis(number.unsigned_abs())),
-            None => Looked::Miss {
-                generations,
-                locked: found == 0 && number == 1,
-            },
+        if found == 1 {
+            return Ok(match record::decode(&entry) {
+                Some(record) if number > 0 => {
+                    self.link.found(true);
+                    Looked::Hit(record, Duration::from_millis(number.unsigned_abs()))
+                }
+                // Current, but not a record (or without a TTL): nobody holds its lock, so
+                // waiting would only wait; ask memU and store nothing.
+                _ => {
+                    self.rejected();
+                    Looked::Unusable
+                }
+            });
+        }
+        self.link.found(false);
+        Ok(Looked::Miss {
+            generations,
+            locked: number == 1,
         })
     }
 
@@ -360,7 +374,12 @@ async fn supervise(tier: std::sync::Weak<SharedTier>) {
         let Some(strong) = tier.upgrade() else {
             return;
         };
-        if strong.link.is_up() || strong.link.reconnect().await {
+        let up = strong.link.is_up() || {
+            // Until Redis's run_id is checked again, its answers are not served.
+            strong.unverify();
+            strong.link.reconnect().await
+        };
+        if up {
             strong.check_incarnation().await;
             strong.flush_outbox().await;
             strong.heartbeat().await;

@@ -65,8 +65,10 @@ impl SharedTier {
         }
     }
 
-    /// Publishes what the outbox holds, oldest first, until Redis stops taking it.
+    /// Publishes what the outbox holds, oldest first, until Redis stops taking it. Each batch is
+    /// pending while it is out of the outbox, so shared lookups stay off until Redis has it.
     pub(super) async fn flush_outbox(&self) {
+        let _pending = self.pending();
         loop {
             let Some(next) = self.lock_outbox().pop_front() else {
                 return;

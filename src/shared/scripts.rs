@@ -41,13 +41,16 @@ return {0, '', locked, g1, g2, g3}
 /// KEYS: as LOOKUP. ARGV: g1, g2, g3 (the fetch's), record, TTL in ms, lock token. Stores the
 /// record only while the generations are still the fetch's (a missing one is unknown: nothing
 /// is stored): an answer fetched across a write never replaces the answer valid now. Gives the
-/// lock back if this token holds it. Returns 1 when stored.
+/// lock back if this token holds it, even when Redis refuses the answer (OOM). Returns 1 when
+/// stored.
 const STORE: &str = r"
 local g = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
 local stored = 0
 if g[1] == ARGV[1] and g[2] == ARGV[2] and g[3] == ARGV[3] then
-  redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
-  stored = 1
+  local set = redis.pcall('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
+  if type(set) ~= 'table' or not set.err then
+    stored = 1
+  end
 end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[5]) == ARGV[6] then
   redis.call('DEL', KEYS[5])

@@ -152,6 +152,7 @@ pub async fn listen(tier: Weak<SharedTier>) {
         let pubsub = match strong.stream.subscribe().await {
             Ok(pubsub) => pubsub,
             Err(why) => {
+                strong.unverify();
                 strong.stream.lost(why);
                 let wait = strong.stream.heartbeat_every();
                 drop(strong);
@@ -184,6 +185,7 @@ pub async fn listen(tier: Weak<SharedTier>) {
             }
         };
         if let Some(strong) = tier.upgrade() {
+            strong.unverify();
             strong.stream.lost(why);
         }
     }
@@ -197,6 +199,12 @@ fn receive(tier: &SharedTier, payload: &[u8]) {
         return;
     };
     if undelivered {
+        // The write it holds may be a delete, and the replica holding it may die before Redis
+        // takes it: nothing cached before it is served again (once per episode), and nothing
+        // cached meanwhile is trusted until its word stops.
+        if !tier.stream.distrusted() {
+            tier.scopes.apply(&[Bump::everything(WriteKind::Purge)]);
+        }
         tier.stream.distrust();
     }
     if !bumps.is_empty() {
@@ -242,7 +250,15 @@ fn parse(payload: &[u8], own_origin: &str) -> Option<Message> {
         };
         let counter = match counter {
             "*" => Counter::Everything,
-            slot => Counter::Slot(parse_slot(slot)?),
+            slot => match parse_slot(slot) {
+                Some(id) => Counter::Slot(id),
+                // A word this version cannot read (another version's, or garbage): whatever it
+                // said, everything purged is never less.
+                None => {
+                    message.bumps = vec![Bump::everything(WriteKind::Purge)];
+                    return Some(message);
+                }
+            },
         };
         message.bumps.push(Bump { counter, kind });
     }
@@ -280,7 +296,12 @@ mod tests {
                 false
             )
         );
-        assert_eq!(parse(b"other !", "me"), None);
+        let purge_everything = bumps(vec![Bump::everything(WriteKind::Purge)], false);
+        assert_eq!(
+            parse(b"other !", "me"),
+            purge_everything,
+            "unreadable: all purged"
+        );
         assert_eq!(parse(b"other", "me"), bumps(vec![], false), "a heartbeat");
         assert_eq!(
             parse(b"other ?", "me"),
@@ -288,7 +309,7 @@ mod tests {
             "a heartbeat of a replica whose writes Redis refused"
         );
         assert_eq!(parse(message.as_bytes(), "other"), None, "our own");
-        assert_eq!(parse(b"other zz", "me"), None);
+        assert_eq!(parse(b"other zz", "me"), purge_everything);
         assert_eq!(parse(b"\xff", "me"), None);
     }
 }
