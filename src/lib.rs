@@ -3,7 +3,8 @@
 //! An AI VTuber app points its memU `base_url` here. Every request is forwarded faithfully;
 //! retrievals are answered from a cache keyed by the normalised query and every field that changes
 //! the answer, within a hard deadline, with a well-formed empty answer when memU is slow or down.
-//! Writes are forwarded (never faked) and invalidate the writer's cached reads.
+//! Writes are forwarded (never faked) and invalidate the writer's cached reads; after a delete,
+//! nothing cached before it is served again.
 //!
 //! # Layout
 //!
@@ -26,12 +27,12 @@
 //! | [`decide`] | pure decisions: judge an upstream result, admit, what a waiter answers |
 //! | [`error`] | the proxy's own error responses, one status per condition |
 //! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
-//! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations, coalescing |
+//! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations and purge marks, what a write touches, coalescing |
 //! | [`shared`] | the optional shared tier on Redis: lookups, stores, locks, the invalidation stream |
 //! | [`upstream`] | the pooled client (plain or TLS), URI rewrite, hop-by-hop headers, deadline |
 //! | [`location`] | memU's redirects rewritten to come back through the proxy (pure) |
 //! | [`tls`] | rustls client config (system roots + `upstream.ca_file`), TLS rejections, their log |
-//! | [`circuit`] | the circuit breaker every upstream exchange passes |
+//! | [`circuit`] | the two circuit breakers: reads (and everything else), writes |
 //! | [`metrics`] | the request metric families and scrape-time encoders |
 //! | [`outcome`] | what a handler returns: `Handled`, `Outcome`, `RequestInfo` |
 //! | [`fallback`] | the empty answers the SDK parses (pure) |

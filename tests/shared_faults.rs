@@ -161,15 +161,16 @@ async fn a_lost_generation_key_is_unknown_not_zero() {
     shows_the_write(&reply);
 }
 
-#[tokio::test]
-async fn a_record_that_is_not_an_answer_is_not_served() {
+/// B's answer in Redis, replaced by `body` after its current generations line (so the record
+/// is "current"); then a new replica C asks. Returns C's reply and how long it took.
+async fn current_record_replaced_by(body: &str) -> (Reply, Duration) {
     let redis = RedisServer::start();
     let memu = MemU::start().await;
     let b = replica(&memu, &redis.url(), |_| {}).await;
     assert_next_read_misses(&b, &pets()).await;
     let name = stored_answer(&redis).await;
     let stored = redis.command(&["GET", &name]).unwrap();
-    // `$<len>\r\n<generations line>\n…`: keep the line, so the record is "current".
+    // `$<len>\r\n<generations line>\n…`: keep the line.
     let line = stored
         .split("\r\n")
         .nth(1)
@@ -177,10 +178,16 @@ async fn a_record_that_is_not_an_answer_is_not_served() {
         .split('\n')
         .next()
         .unwrap();
-    let poisoned = format!("{line}\n\0\0{{\"related_memories\":null}}");
-    redis.command(&["SET", &name, &poisoned, "KEEPTTL"]);
+    redis.command(&["SET", &name, &format!("{line}\n{body}"), "KEEPTTL"]);
     let c = replica(&memu, &redis.url(), |_| {}).await;
+    let started = tokio::time::Instant::now();
     let reply = read(&c).await;
+    (reply, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_record_that_is_not_an_answer_is_not_served() {
+    let (reply, _) = current_record_replaced_by("\0\0{\"related_memories\":null}").await;
     assert_eq!(reply.cache_status(), MISS_STORED, "asked memU instead");
     assert!(
         reply.json()["related_memories"].is_array(),
@@ -191,26 +198,9 @@ async fn a_record_that_is_not_an_answer_is_not_served() {
 
 #[tokio::test]
 async fn a_current_record_that_does_not_decode_costs_a_memu_call_not_a_timeout() {
-    let redis = RedisServer::start();
-    let memu = MemU::start().await;
-    let b = replica(&memu, &redis.url(), |_| {}).await;
-    assert_next_read_misses(&b, &pets()).await;
-    let name = stored_answer(&redis).await;
-    let stored = redis.command(&["GET", &name]).unwrap();
-    let line = stored
-        .split("\r\n")
-        .nth(1)
-        .unwrap()
-        .split('\n')
-        .next()
-        .unwrap();
-    // The generations line is current; what follows is cut short.
-    redis.command(&["SET", &name, &format!("{line}\n\0"), "KEEPTTL"]);
-    let c = replica(&memu, &redis.url(), |_| {}).await;
-    let started = tokio::time::Instant::now();
-    let reply = read(&c).await;
+    let (reply, took) = current_record_replaced_by("\0").await;
     assert_eq!(reply.cache_status(), MISS_STORED, "asked memU instead");
-    assert!(started.elapsed() < Duration::from_millis(500), "no wait");
+    assert!(took < Duration::from_millis(500), "no wait: {took:?}");
 }
 
 #[tokio::test]

@@ -165,7 +165,7 @@ impl SharedTier {
             scopes,
             metrics,
         });
-        tokio::spawn(supervise(Arc::downgrade(&tier)));
+        tokio::spawn(outbox::supervise(Arc::downgrade(&tier)));
         tokio::spawn(stream::listen(Arc::downgrade(&tier)));
         Ok(tier)
     }
@@ -343,50 +343,6 @@ impl SharedTier {
     /// A record a lookup found was not an answer this replica would serve.
     pub fn rejected(&self) {
         self.link.record(Op::lookup, OpResult::rejected);
-    }
-
-    /// This replica's heartbeat: proves the stream end to end to every subscriber, itself too.
-    async fn heartbeat(&self) {
-        let channel = self.names.channel();
-        let origin = if self.outbox_len() > 0 {
-            // Writes Redis refused: every replica stops trusting what it holds until they land.
-            format!("{} ?", self.origin)
-        } else {
-            self.origin.clone()
-        };
-        let _ = self
-            .link
-            .call(Op::heartbeat, |mut connection| async move {
-                redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(origin)
-                    .query_async::<i64>(&mut connection)
-                    .await
-            })
-            .await;
-    }
-}
-
-/// The link's keeper, every heartbeat period until the tier is dropped: reconnects while the link
-/// is down, publishes the outbox once it is up, and sends the heartbeat.
-async fn supervise(tier: std::sync::Weak<SharedTier>) {
-    loop {
-        let Some(strong) = tier.upgrade() else {
-            return;
-        };
-        let up = strong.link.is_up() || {
-            // Until Redis's run_id is checked again, its answers are not served.
-            strong.unverify();
-            strong.link.reconnect().await
-        };
-        if up {
-            strong.check_incarnation().await;
-            strong.flush_outbox().await;
-            strong.heartbeat().await;
-        }
-        let every = strong.stream.heartbeat_every();
-        drop(strong);
-        tokio::time::sleep(every).await;
     }
 }
 

@@ -1,5 +1,6 @@
-//! Publishing a write's invalidations, and the outbox of those Redis did not take: bounded, kept
-//! in order, published by the supervisor (`mod.rs`) once the link is back. A message names each
+//! Publishing: a write's invalidations, the outbox of those Redis did not take (bounded, kept in
+//! order, published once the link is back), the heartbeat, and the supervisor that keeps the link
+//! and does all three every heartbeat period. A message names each
 //! bumped generation (a slot's id in hex, or `*` for everything), prefixed with `!` when the write
 //! purges (`stream.rs` reads it back).
 
@@ -88,5 +89,49 @@ impl SharedTier {
         self.outbox
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// This replica's heartbeat: proves the stream end to end to every subscriber, itself too.
+    pub(super) async fn heartbeat(&self) {
+        let channel = self.names.channel();
+        let origin = if self.outbox_len() > 0 {
+            // Writes Redis refused: every replica stops trusting what it holds until they land.
+            format!("{} ?", self.origin)
+        } else {
+            self.origin.clone()
+        };
+        let _ = self
+            .link
+            .call(Op::heartbeat, |mut connection| async move {
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(origin)
+                    .query_async::<i64>(&mut connection)
+                    .await
+            })
+            .await;
+    }
+}
+
+/// The link's keeper, every heartbeat period until the tier is dropped: reconnects while the link
+/// is down, publishes the outbox once it is up, and sends the heartbeat.
+pub(super) async fn supervise(tier: std::sync::Weak<SharedTier>) {
+    loop {
+        let Some(strong) = tier.upgrade() else {
+            return;
+        };
+        let up = strong.link.is_up() || {
+            // Until Redis's run_id is checked again, its answers are not served.
+            strong.unverify();
+            strong.link.reconnect().await
+        };
+        if up {
+            strong.check_incarnation().await;
+            strong.flush_outbox().await;
+            strong.heartbeat().await;
+        }
+        let every = strong.stream.heartbeat_every();
+        drop(strong);
+        tokio::time::sleep(every).await;
     }
 }
