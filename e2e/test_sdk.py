@@ -570,6 +570,49 @@ def test_deleted_memories_are_not_served_when_memu_freezes_after_the_delete(
     assert proxy.metrics().value("memu_proxy_stale_refused_total", why="purged") == 1
 
 
+def test_a_new_question_while_memu_is_frozen_gets_the_memories_already_seen(
+    make_memu: Callable[[], MemuServer],
+    make_proxy: Callable[..., Proxy],
+    sdk: Callable[..., SdkClient],
+    uid: Callable[[str], str],
+) -> None:
+    """``cache.local_answers``: the SDK reads Alice's two activity memories once; memU then
+    freezes (SIGSTOP). A question never asked before, about one of them, is answered within the
+    budget from what the proxy has seen (``…; local``), and the SDK parses an answer that holds
+    that memory."""
+    memu = make_memu()
+    extra = {
+        "compat": {"fill_null_timestamps": True},
+        "cache": {"local_answers": True},
+        "latency": {"budget_ms": 500},
+    }
+    proxy = make_proxy(memu.url, timeout_ms=1000, extra=extra)
+    user = uid("alice")
+    seed_alice(memu, user)
+    client = sdk(proxy.url)
+
+    def seen() -> Any:
+        # The first read may miss the budget; its fetch goes on and stores memU's answer.
+        result = client.api.retrieve_related_memory_items(
+            user_id=user, agent_id=AGENT, query="Alice cat Mochi bakery Osaka", top_k=5, min_similarity=0.0
+        )
+        return result if _sdk_memories(result) else None
+
+    assert len(_sdk_memories(wait_until(seen, timeout=10, what="memU's answer", interval=0.2))) == 2
+    memu.freeze()
+    try:
+        result, elapsed = timed(
+            lambda: client.api.retrieve_related_memory_items(
+                user_id=user, agent_id=AGENT, query="Which bakery does Alice work at?", top_k=3, min_similarity=0.3
+            )
+        )
+        assert elapsed < 0.5 + MARGIN_S, f"took {elapsed:.2f}s"
+        assert client.responses.cache_status == "memu-proxy; fwd=miss; detail=budget; local"
+        assert any("bakery" in m.content for m in _sdk_memories(result)), result
+    finally:
+        memu.thaw()
+
+
 # ------------------------------------------------------------------------------------------------
 # Compat repair
 

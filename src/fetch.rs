@@ -272,6 +272,9 @@ fn store(state: &State, (key, generations): &InflightKey, answer: &Buffered) -> 
     if let Some((index, _)) = &state.similar {
         index.insert(key);
     }
+    if let Some(mirror) = &state.mirror {
+        mirror.observe(key.route, &key.scope, &answer.body, *generations, &purges);
+    }
     state.store.admit(
         key.clone(),
         &answer.body,

@@ -129,6 +129,8 @@ pub struct CacheStatus {
     pub stored: bool,
     pub collapsed: bool,
     pub detail: Option<&'static str>,
+    /// Answered from the memory mirror (`; local`).
+    pub local: bool,
 }
 
 impl CacheStatus {
@@ -140,6 +142,7 @@ impl CacheStatus {
         stored: false,
         collapsed: false,
         detail: None,
+        local: false,
     };
 
     /// Forwarded because the cache does not handle this request.
@@ -153,6 +156,7 @@ impl CacheStatus {
             stored: false,
             collapsed: false,
             detail: None,
+            local: false,
         }
     }
 
@@ -179,6 +183,9 @@ impl CacheStatus {
         }
         if let Some(detail) = self.detail {
             let _ = write!(out, "; detail={detail}");
+        }
+        if self.local {
+            out.push_str("; local");
         }
         HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(Self::NAME))
     }

@@ -24,6 +24,7 @@
 //! | [`exchange`] | read a request body; one buffered exchange with memU within a deadline |
 //! | [`respond`] | response builders: forwarded, streamed, hit, stale, fallback, JSON |
 //! | [`state`] | what every handler shares; builds the metrics registry |
+//! | [`mirror`] | the memory items seen per scope, ranked into a local answer when memU cannot answer |
 //! | [`decide`] | pure decisions: judge an upstream result, admit, what a waiter answers |
 //! | [`error`] | the proxy's own error responses, one status per condition |
 //! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
@@ -60,6 +61,7 @@ pub mod limits;
 pub mod linger;
 pub mod location;
 pub mod metrics;
+pub mod mirror;
 pub mod outcome;
 pub mod respond;
 pub mod routes;

@@ -46,6 +46,9 @@ pub enum Outcome {
     SharedHit,
     /// Answered from a stale cache entry (stale-while-revalidate, or instead of the fallback).
     Stale,
+    /// Answered, instead of the empty fallback, with the mirrored memory items that rank for the
+    /// query (`cache.local_answers`).
+    LocalAnswer,
     /// Served by the proxy itself (`/metrics`, `/healthz`, `/prewarm`).
     Local,
 }
@@ -69,7 +72,7 @@ impl RouteClassLabel {
 
 impl Outcome {
     /// How many there are (metrics index their series by discriminant).
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
 
     /// The label value in metrics and logs.
     pub fn as_label(self) -> &'static str {
@@ -83,6 +86,7 @@ impl Outcome {
             Outcome::Fallback => "fallback",
             Outcome::Error => "error",
             Outcome::Stale => "stale",
+            Outcome::LocalAnswer => "local_answer",
             Outcome::Local => "local",
         }
     }

@@ -178,6 +178,23 @@ pub fn fallback(
     }
 }
 
+/// A local answer from the memory mirror, instead of the empty one for `reason`.
+pub fn local_answer(body: Vec<u8>, reason: FallbackReason, upstream: Option<Duration>) -> Handled {
+    let mut response = json(StatusCode::OK, body.into());
+    let status = CacheStatus {
+        detail: Some(reason.as_str()),
+        local: true,
+        ..CacheStatus::forwarded(Fwd::Miss)
+    };
+    set_cache_status(response.headers_mut(), status);
+    Handled {
+        response,
+        outcome: Outcome::LocalAnswer,
+        upstream,
+        detail: Some(reason.as_str()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

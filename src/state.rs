@@ -21,6 +21,7 @@ use crate::circuit::{Circuit, Guards};
 use crate::config::Config;
 use crate::decide::Fetched;
 use crate::metrics::{self, InvalidationCause, Metrics};
+use crate::mirror::Mirror;
 use crate::routes::{TaskSpec, WriteKind};
 use crate::shared::SharedTier;
 use crate::upstream::Upstream;
@@ -107,6 +108,8 @@ pub struct State {
     pub(crate) background_failures: LogGate,
     /// The shared tier on Redis, when `shared_cache.url` is set.
     pub(crate) shared: Option<Arc<SharedTier>>,
+    /// The memory mirror, when `cache.local_answers` is on.
+    pub(crate) mirror: Option<Arc<Mirror>>,
 }
 
 /// What makes this replica's answers what they are, besides the request: the memU it asks and
@@ -138,10 +141,20 @@ impl State {
             0
         };
         let memo_bytes = config.cache.max_bytes / 16;
+        // With local answers on, the memory mirror takes another sixteenth.
+        let mirror_bytes = if config.cache.local_answers {
+            config.cache.max_bytes / 16
+        } else {
+            0
+        };
         let store = Arc::new(Store::new(
-            config.cache.max_bytes - similar_bytes - memo_bytes,
+            config.cache.max_bytes - similar_bytes - memo_bytes - mirror_bytes,
             lifetimes,
         ));
+        let mirror = (mirror_bytes > 0).then(|| Arc::new(Mirror::new(mirror_bytes)));
+        if let Some(mirror) = &mirror {
+            registry.register_collector(Box::new(Arc::clone(mirror)));
+        }
         let scopes = Arc::new(Scopes::new(config.cache.max_scopes));
         let inflight = Arc::new(InflightFetches::default());
         registry.register_collector(Box::new(Arc::clone(&store)));
@@ -197,6 +210,7 @@ impl State {
             }),
             background_failures: LogGate::new(Duration::from_secs(10)),
             shared,
+            mirror,
         }
     }
 

@@ -25,6 +25,7 @@ fn the_shipped_proxy_toml_parses_and_validates() {
     expected.cache.stale_while_revalidate_secs = 60;
     expected.cache.stale_if_error_secs = 3600;
     expected.cache.similarity_threshold = 0.9;
+    expected.cache.local_answers = true;
     // PR #272 with memu-py 0.1.8 in front of the self-hosted server needs it (issue #10).
     expected.compat.fill_null_timestamps = true;
     assert_eq!(settings, expected);

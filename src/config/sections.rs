@@ -141,6 +141,10 @@ pub struct CacheSettings {
     pub max_scopes: usize,
     /// Most memorize task ids remembered for re-invalidation on SUCCESS.
     pub max_tracked_tasks: usize,
+    /// Answer a read memU cannot answer in time (and no stale answer may stand in for) from the
+    /// memory items the proxy has seen in memU's answers for that scope, instead of the empty
+    /// answer. Takes a sixteenth of `max_bytes` for the mirror.
+    pub local_answers: bool,
 }
 
 impl Default for CacheSettings {
@@ -151,6 +155,7 @@ impl Default for CacheSettings {
             stale_while_revalidate_secs: 0,
             stale_if_error_secs: 0,
             similarity_threshold: 0.0,
+            local_answers: false,
             max_bytes: 64 * 1024 * 1024,
             max_scopes: 100_000,
             max_tracked_tasks: 10_000,
@@ -169,6 +174,7 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     pub max_scopes: usize,
     pub max_tracked_tasks: usize,
+    pub local_answers: bool,
 }
 
 impl CacheSettings {
@@ -206,6 +212,7 @@ impl CacheSettings {
             max_bytes: self.max_bytes,
             max_scopes: self.max_scopes,
             max_tracked_tasks: self.max_tracked_tasks,
+            local_answers: self.local_answers,
         })
     }
 }

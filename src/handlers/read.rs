@@ -26,6 +26,7 @@ use crate::fallback::FallbackReason;
 use crate::fetch::{self, FetchReceiver, Joining, Origin};
 use crate::headers::{client_cache, request_budget, ClientCache, Fwd};
 use crate::metrics::StaleRefusal;
+use crate::mirror;
 use crate::outcome::{Arrived, Handled, Outcome, RouteClassLabel};
 use crate::respond::{self, add_timing, Forwarded, HitKind};
 use crate::routes::ReadRoute;
@@ -254,8 +255,9 @@ fn timed(mut handled: Handled, started: Instant) -> Handled {
     handled
 }
 
-/// When memU cannot answer in time: a stale answer within the stale-if-error window, else the
-/// empty fallback; either is counted. Never an answer fetched before a purge of its scope (a
+/// When memU cannot answer in time: a stale answer within the stale-if-error window, else (with
+/// `cache.local_answers`) the mirrored items of this scope that rank for the query, else the
+/// empty fallback; each is counted. Never an answer fetched before a purge of its scope (a
 /// delete since), nor any stale answer while the shared tier's invalidation stream is lost (a
 /// delete through another replica may have gone unheard).
 fn stale_or_empty(
@@ -280,6 +282,10 @@ fn stale_or_empty(
         Stale::Purged => state.metrics.stale_refused(StaleRefusal::Purged),
         Stale::None => {}
     }
+    if let Some(body) = local_answer(state, route, read) {
+        state.metrics.local_answer(reason);
+        return respond::local_answer(body, reason, upstream);
+    }
     fallback(state, route, read, reason, upstream)
 }
 
@@ -293,6 +299,18 @@ fn fallback(
 ) -> Handled {
     state.metrics.fallback(reason);
     respond::fallback(route, read.raw_query.as_deref(), reason, upstream)
+}
+
+/// This scope's mirrored items that answer the read, in the route's shape (none from before a
+/// purge of the scope, nor while a delete through another replica may have gone unheard).
+fn local_answer(state: &State, route: ReadRoute, read: &KeyedRead) -> Option<Vec<u8>> {
+    if !state.may_serve_stale() {
+        return None;
+    }
+    let mirror = state.mirror.as_ref()?;
+    let purges = state.scopes.purges(&read.key.scope);
+    let set = mirror.items(route, &read.key.scope, &purges)?;
+    mirror::local_answer(route, &read.key, read.raw_query.as_deref(), &set)
 }
 
 /// Forwards without the cache: `no-store`, caching disabled, or a body that cannot be keyed

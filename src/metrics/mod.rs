@@ -26,7 +26,9 @@ use crate::outcome::{Outcome, RouteClassLabel};
 use crate::routes::WriteKind;
 
 mod encode;
+mod labels;
 pub use encode::{counter, counter_family, gauge, render};
+pub use labels::{StaleRefusal, Unscoped};
 
 /// Why cached reads were invalidated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,33 +123,6 @@ struct CauseLabels {
     kind: WriteKind,
 }
 
-/// Why a stale answer within its window was not served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StaleRefusal {
-    /// A delete or clear of its scope came after its fetch started.
-    Purged,
-    /// The shared tier's invalidation stream is lost: a purge may have gone unheard.
-    StreamLost,
-}
-
-impl StaleRefusal {
-    fn as_label(self) -> &'static str {
-        match self {
-            StaleRefusal::Purged => "purged",
-            StaleRefusal::StreamLost => "stream_lost",
-        }
-    }
-}
-
-/// What a write whose scope could not be read invalidated instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Unscoped {
-    /// Every scope of the user ids a lenient scan found.
-    Users,
-    /// Every scope.
-    Everything,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReadingLabels {
     invalidated: Unscoped,
@@ -205,6 +180,7 @@ pub struct Metrics {
     coalesced: Counter,
     stale: Family<ReasonLabels, Counter>,
     stale_refused: Family<RefusalLabels, Counter>,
+    local_answers: Family<ReasonLabels, Counter>,
     unscoped_writes: Family<ReadingLabels, Counter>,
     background: Family<BackgroundLabels, Counter>,
     prewarms: Counter,
@@ -224,6 +200,7 @@ impl Metrics {
             coalesced: Counter::default(),
             stale: Family::default(),
             stale_refused: Family::default(),
+            local_answers: Family::default(),
             unscoped_writes: Family::default(),
             background: Family::default(),
             prewarms: Counter::default(),
@@ -266,6 +243,11 @@ impl Metrics {
             "stale_served",
             "Stale cache answers served instead of waiting or of the empty fallback, by reason",
             metrics.stale.clone(),
+        );
+        r.register(
+            "local_answers",
+            "Answers built from the memory mirror instead of the empty fallback, by why memU's own was not there",
+            metrics.local_answers.clone(),
         );
         r.register(
             "stale_refused",
@@ -368,6 +350,12 @@ impl Metrics {
 
     pub fn coalesced_wait(&self) {
         self.coalesced.inc();
+    }
+
+    pub fn local_answer(&self, reason: FallbackReason) {
+        self.local_answers
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn stale_served(&self, reason: FallbackReason) {

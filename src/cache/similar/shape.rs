@@ -78,6 +78,20 @@ impl Shape {
         }
     }
 
+    /// The terms a text is found by (`mirror/rank.rs`): its content tokens, and each pair of
+    /// adjacent ones (so `黑猫` is found by `黑猫`, not only by `黑` and `猫`).
+    pub fn terms(&self) -> Vec<String> {
+        let mut terms = self.content.clone();
+        terms.extend(
+            self.sequence
+                .windows(2)
+                .map(|pair| format!("{} {}", pair[0], pair[1])),
+        );
+        terms.sort_unstable();
+        terms.dedup();
+        terms
+    }
+
     /// Similarity in [0, 1]: 0 when the content tokens differ (a different question), else the
     /// cosine of the feature sets.
     pub fn similarity(&self, other: &Shape) -> f64 {

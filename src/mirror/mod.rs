@@ -1,0 +1,232 @@
+//! The memory mirror: per scope, the memory items the proxy has seen in memU's own answers, so a
+//! read memU cannot answer in time gets the items most relevant to its query instead of nothing.
+//!
+//! Fed by every answer the cache admits (`fetch.rs`), so only answers fetched after the last purge
+//! of their scope (an answer that raced a delete is never admitted). Kept per (tenant, user,
+//! agent, generation): one scope's items never appear in another scope's answer. Each scope's set
+//! records the generations it was started under; a purge of its slots since (a delete, a clear)
+//! empties it ([`Generations::predates`]), so nothing from before a purge comes back through a
+//! local answer. Bounded in bytes (its own share of `cache.max_bytes`), least recently used
+//! scope out first, and at most [`MAX_ITEMS`] items per scope (the least recently seen out).
+//!
+//! Today the v1/v2 generation is mirrored (`related_memories`, and the memories inside
+//! `default-categories` and clustered categories) and answered (`related-memory-items`); ranking
+//! is lexical (`rank.rs`), the answer built in `answer.rs`.
+
+mod answer;
+mod rank;
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Unit;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use serde_json::Value;
+
+use crate::cache::{Generations, Scope};
+use crate::metrics;
+use crate::routes::{field, Field, Generation, ReadRoute};
+
+pub use answer::local_answer;
+pub use rank::Ranked;
+
+/// Most items kept per scope.
+pub const MAX_ITEMS: usize = 256;
+
+/// One memory as memU sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub id: Box<str>,
+    /// What ranking reads: the content (or summary).
+    pub text: Box<str>,
+    /// The item exactly as memU sent it (after this replica's `compat` repairs).
+    pub json: Value,
+    /// The terms it is found by (`rank.rs`).
+    pub terms: Vec<Box<str>>,
+}
+
+/// The items of one scope, and the generations its set was started under.
+#[derive(Debug, Clone)]
+pub struct ScopeItems {
+    pub since: Generations,
+    /// Most recently seen last.
+    pub items: Vec<Item>,
+}
+
+/// Whose items: the scope and the generation (their shapes differ).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    scope: Scope,
+    generation: Generation,
+}
+
+#[derive(Clone)]
+struct ByteWeighter;
+
+impl Weighter<Key, Arc<ScopeItems>> for ByteWeighter {
+    fn weight(&self, key: &Key, items: &Arc<ScopeItems>) -> u64 {
+        let key_bytes = key.scope.user.len() + key.scope.agent.as_ref().map_or(0, |a| a.len());
+        let items: usize = items.items.iter().map(item_bytes).sum();
+        (key_bytes + items + 128) as u64
+    }
+}
+
+/// An item's weight: its text, its JSON (about twice its text, measured on memU's items), terms.
+fn item_bytes(item: &Item) -> usize {
+    let terms: usize = item.terms.iter().map(|t| t.len() + 16).sum();
+    item.id.len() + 3 * item.text.len() + terms + 256
+}
+
+/// The mirror.
+pub struct Mirror {
+    scopes: Cache<Key, Arc<ScopeItems>, ByteWeighter>,
+}
+
+impl Mirror {
+    pub fn new(max_bytes: u64) -> Self {
+        let estimated = usize::try_from(max_bytes / 8192)
+            .unwrap_or(usize::MAX)
+            .max(16);
+        Self {
+            scopes: Cache::with_weighter(estimated, max_bytes.max(1), ByteWeighter),
+        }
+    }
+
+    /// Takes the items out of an answer of `route` for `scope` that the cache admitted, fetched
+    /// under `generations`, with `purges` the scope's purge marks now.
+    pub fn observe(
+        &self,
+        route: ReadRoute,
+        scope: &Scope,
+        body: &[u8],
+        generations: Generations,
+        purges: &Generations,
+    ) {
+        if route.generation != Generation::V1 || generations.predates(purges) {
+            return;
+        }
+        let Ok(answer) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        let found = v1_items(&answer);
+        if found.is_empty() {
+            return;
+        }
+        let key = Key {
+            scope: scope.clone(),
+            generation: route.generation,
+        };
+        let mut set = match self.scopes.get(&key) {
+            Some(set) if !set.since.predates(purges) => (*set).clone(),
+            _ => ScopeItems {
+                since: generations,
+                items: Vec::new(),
+            },
+        };
+        for item in found {
+            set.items.retain(|kept| kept.id != item.id);
+            set.items.push(item);
+        }
+        let over = set.items.len().saturating_sub(MAX_ITEMS);
+        set.items.drain(..over);
+        self.scopes.insert(key, Arc::new(set));
+    }
+
+    /// The items of `scope` for reads of `route`'s generation, unless a purge (`purges`, the
+    /// scope's purge marks now) came after they were first seen.
+    pub fn items(
+        &self,
+        route: ReadRoute,
+        scope: &Scope,
+        purges: &Generations,
+    ) -> Option<Arc<ScopeItems>> {
+        let key = Key {
+            scope: scope.clone(),
+            generation: route.generation,
+        };
+        let set = self.scopes.get(&key)?;
+        if set.since.predates(purges) {
+            self.scopes.remove(&key);
+            return None;
+        }
+        Some(set)
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.scopes.weight()
+    }
+
+    pub fn len(&self) -> usize {
+        self.scopes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scopes.is_empty()
+    }
+}
+
+/// Where v1/v2 answers hold memory items: each `memory` of `related_memories`, and the
+/// `memories` of each (clustered) category.
+fn v1_items(answer: &Value) -> Vec<Item> {
+    const RELATED: Field = &["related_memories"];
+    const CATEGORIES: [Field; 2] = [&["categories"], &["clustered_categories"]];
+    let mut items = Vec::new();
+    if let Some(Value::Array(related)) = field(answer, RELATED) {
+        items.extend(related.iter().filter_map(|r| item(r.get("memory")?)));
+    }
+    for at in CATEGORIES {
+        if let Some(Value::Array(categories)) = field(answer, at) {
+            for category in categories {
+                if let Some(Value::Array(memories)) = category.get("memories") {
+                    items.extend(memories.iter().filter_map(item));
+                }
+            }
+        }
+    }
+    items
+}
+
+/// A v1 memory object: `memory_id` and `content` are what make it an item.
+fn item(memory: &Value) -> Option<Item> {
+    let id = memory.get("memory_id")?.as_str()?;
+    let text = memory.get("content")?.as_str()?;
+    Some(Item {
+        id: id.into(),
+        text: text.into(),
+        json: memory.clone(),
+        terms: rank::terms(text),
+    })
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("scopes", &self.len())
+            .field("weight", &self.weight())
+            .finish()
+    }
+}
+
+impl Collector for Mirror {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        metrics::gauge(
+            &mut encoder,
+            "mirror_scopes",
+            "Scopes whose memory items the mirror holds",
+            None,
+            self.len() as u64,
+        )?;
+        metrics::gauge(
+            &mut encoder,
+            "mirror",
+            "Weighed size of the memory mirror",
+            Some(&Unit::Bytes),
+            self.weight(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

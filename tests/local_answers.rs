@@ -1,0 +1,121 @@
+//! Local answers (`cache.local_answers`): a question memU cannot answer in time gets the memories
+//! the proxy has already seen for that scope, ranked for the question, in the route's exact shape;
+//! never another scope's, never after a delete, never with the option off.
+
+mod support;
+
+use std::time::Duration;
+
+use memu_proxy::config::Settings;
+use serde_json::{json, Value};
+use support::*;
+
+const CAT: &str = "My cat is called Mochi.";
+const WORK: &str = "I work at a bakery in Osaka.";
+const LOCAL_BUDGET: &str = "memu-proxy; fwd=miss; detail=budget; local";
+
+fn ask(user: &str, question: &str) -> Value {
+    related_body(user, Some("a"), question)
+}
+
+/// memU knows two facts of (u, a); the proxy (local answers on or off) has seen them once.
+async fn seen_once(local_answers: bool, tweak: impl FnOnce(&mut Settings)) -> (MemU, Proxy) {
+    let memu = MemU::start().await;
+    memu.seed("u", "a", CAT);
+    memu.seed("u", "a", WORK);
+    let proxy = Proxy::start(&memu.url(), |s| {
+        s.cache.local_answers = local_answers;
+        s.latency.budget_ms = 200;
+        tweak(s);
+    })
+    .await;
+    let first = assert_next_read_misses(&proxy, &ask("u", "tell me about myself")).await;
+    assert!(first.text().contains("Mochi"));
+    memu.set_latency(Duration::from_secs(1));
+    (memu, proxy)
+}
+
+#[tokio::test]
+async fn a_new_question_memu_cannot_answer_in_time_gets_the_memory_it_is_about() {
+    let (_memu, proxy) = seen_once(true, |_| {}).await;
+    let reply = post(&proxy.url(RELATED), &ask("u", "What is my cat called?")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.cache_status(), LOCAL_BUDGET);
+    let answer = reply.json();
+    let memories = answer["related_memories"].as_array().unwrap();
+    assert_eq!(memories.len(), 1, "{answer}");
+    assert_eq!(memories[0]["memory"]["content"], CAT);
+    assert_eq!(answer["query"], "What is my cat called?");
+    assert_eq!(answer["total_found"], 1);
+    let metrics = proxy.metrics().await;
+    let served = r#"memu_proxy_requests_total{route_class="read",outcome="local_answer"}"#;
+    assert_eq!(metric(&metrics, served), 1.0);
+    let counted = r#"memu_proxy_local_answers_total{reason="budget"}"#;
+    assert_eq!(metric(&metrics, counted), 1.0);
+}
+
+#[tokio::test]
+async fn a_question_no_memory_is_about_gets_the_empty_answer() {
+    let (_memu, proxy) = seen_once(true, |_| {}).await;
+    let reply = post(&proxy.url(RELATED), &ask("u", "what will the weather be?")).await;
+    assert_eq!(reply.cache_status(), "memu-proxy; fwd=miss; detail=budget");
+    assert_eq!(reply.json()["related_memories"], json!([]));
+}
+
+#[tokio::test]
+async fn another_scope_never_gets_these_memories() {
+    let (_memu, proxy) = seen_once(true, |_| {}).await;
+    for body in [
+        ask("v", "What is my cat called?"),
+        related_body("u", Some("b"), "What is my cat called?"),
+        related_body("u", None, "What is my cat called?"),
+    ] {
+        let reply = post(&proxy.url(RELATED), &body).await;
+        assert_eq!(
+            reply.cache_status(),
+            "memu-proxy; fwd=miss; detail=budget",
+            "{body}"
+        );
+        assert!(!reply.text().contains("Mochi"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn after_a_delete_no_local_answer_holds_what_was_deleted() {
+    let (memu, proxy) = seen_once(true, |_| {}).await;
+    memu.set_latency(Duration::ZERO);
+    let deleted = post(
+        &proxy.url(DELETE),
+        &json!({"user_id": "u", "agent_id": "a"}),
+    )
+    .await;
+    assert_eq!(deleted.status, 200);
+    memu.set_latency(Duration::from_secs(1));
+    let reply = post(&proxy.url(RELATED), &ask("u", "What is my cat called?")).await;
+    assert_eq!(reply.cache_status(), "memu-proxy; fwd=miss; detail=budget");
+    assert!(!reply.text().contains("Mochi"));
+}
+
+#[tokio::test]
+async fn with_local_answers_off_the_answer_is_empty() {
+    let (_memu, proxy) = seen_once(false, |_| {}).await;
+    let reply = post(&proxy.url(RELATED), &ask("u", "What is my cat called?")).await;
+    assert_eq!(reply.cache_status(), "memu-proxy; fwd=miss; detail=budget");
+    assert_eq!(reply.json()["related_memories"], json!([]));
+}
+
+#[tokio::test]
+async fn memu_failing_gets_a_local_answer_too() {
+    let (memu, proxy) = seen_once(true, |_| {}).await;
+    memu.set_latency(Duration::ZERO);
+    memu.set_failure(Failure::Status(503));
+    let reply = post(&proxy.url(RELATED), &ask("u", "Where do I work?")).await;
+    assert_eq!(
+        reply.cache_status(),
+        "memu-proxy; fwd=miss; detail=upstream-5xx; local"
+    );
+    assert_eq!(
+        reply.json()["related_memories"][0]["memory"]["content"],
+        WORK
+    );
+}
