@@ -19,6 +19,7 @@
 //! | [`stack`] | the hit lane (a fresh hit of an exact repeat), then the tower layer order: timing/logging, panics, sensitive headers, body limit |
 //! | [`linger`] | lingering close: a request body answered unread is drained, bounded |
 //! | [`handlers`] | dispatch and one handler per route class: read, write, pass-through, prewarm, admin |
+//! | [`listing`] | a scope's categories fetched into the memory mirror the first time it is read |
 //! | [`tasks`] | memorize tasks: invalidate again on `SUCCESS`, polled in the background |
 //! | [`fetch`] | the coalesced, bounded, spawned upstream fetch behind a miss |
 //! | [`exchange`] | read a request body; one buffered exchange with memU within a deadline |
@@ -59,6 +60,7 @@ pub mod headers;
 pub mod idle;
 pub mod limits;
 pub mod linger;
+pub mod listing;
 pub mod location;
 pub mod metrics;
 pub mod mirror;

@@ -119,3 +119,34 @@ async fn memu_failing_gets_a_local_answer_too() {
         WORK
     );
 }
+
+#[tokio::test]
+async fn a_scope_seen_for_the_first_time_is_listed_once_in_the_background() {
+    let memu = MemU::start().await;
+    memu.seed("u", "a", CAT);
+    memu.seed("u", "a", WORK);
+    let proxy = Proxy::start(&memu.url(), |s| {
+        s.cache.local_answers = true;
+        s.latency.budget_ms = 200;
+    })
+    .await;
+    // memU's retrieval is slow from the first question on, its listing is not: the first
+    // question is already answered from the listing the proxy started when it saw the scope.
+    memu.set_route_latency("related-memory-items", Duration::from_secs(1));
+    let first = post(&proxy.url(RELATED), &ask("u", "Where do I work?")).await;
+    assert_eq!(first.cache_status(), LOCAL_BUDGET);
+    assert_eq!(
+        first.json()["related_memories"][0]["memory"]["content"],
+        WORK
+    );
+    let listed = "memu_proxy_mirror_listings_total";
+    // A new question of that scope, still slow at memU: answered from the listing too.
+    let second = post(&proxy.url(RELATED), &ask("u", "What is my cat called?")).await;
+    assert_eq!(second.cache_status(), LOCAL_BUDGET);
+    assert_eq!(
+        second.json()["related_memories"][0]["memory"]["content"],
+        CAT
+    );
+    assert_eq!(memu.hits("default-categories"), 1, "listed once");
+    assert_eq!(metric(&proxy.metrics().await, listed), 1.0);
+}

@@ -25,6 +25,7 @@ use crate::exchange::{forward_buffered, read_body};
 use crate::fallback::FallbackReason;
 use crate::fetch::{self, FetchReceiver, Joining, Origin};
 use crate::headers::{client_cache, request_budget, ClientCache, Fwd};
+use crate::listing;
 use crate::metrics::StaleRefusal;
 use crate::mirror;
 use crate::outcome::{Arrived, Handled, Outcome, RouteClassLabel};
@@ -59,6 +60,7 @@ pub async fn handle(
         }
     };
     let read = &keyed.read;
+    listing::first_sight(state, read, &parts);
 
     let generations = state.scopes.current_of(&keyed.slots);
     if mode == ClientCache::Normal {

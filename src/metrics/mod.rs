@@ -181,6 +181,7 @@ pub struct Metrics {
     stale: Family<ReasonLabels, Counter>,
     stale_refused: Family<RefusalLabels, Counter>,
     local_answers: Family<ReasonLabels, Counter>,
+    mirror_listings: Counter,
     unscoped_writes: Family<ReadingLabels, Counter>,
     background: Family<BackgroundLabels, Counter>,
     prewarms: Counter,
@@ -201,6 +202,7 @@ impl Metrics {
             stale: Family::default(),
             stale_refused: Family::default(),
             local_answers: Family::default(),
+            mirror_listings: Counter::default(),
             unscoped_writes: Family::default(),
             background: Family::default(),
             prewarms: Counter::default(),
@@ -248,6 +250,11 @@ impl Metrics {
             "local_answers",
             "Answers built from the memory mirror instead of the empty fallback, by why memU's own was not there",
             metrics.local_answers.clone(),
+        );
+        r.register(
+            "mirror_listings",
+            "Background listings of a scope's categories the proxy started on its own, the first time it saw the scope (cache.local_answers)",
+            metrics.mirror_listings.clone(),
         );
         r.register(
             "stale_refused",
@@ -350,6 +357,10 @@ impl Metrics {
 
     pub fn coalesced_wait(&self) {
         self.coalesced.inc();
+    }
+
+    pub fn mirror_listing(&self) {
+        self.mirror_listings.inc();
     }
 
     pub fn local_answer(&self, reason: FallbackReason) {

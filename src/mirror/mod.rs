@@ -17,6 +17,7 @@ mod answer;
 mod rank;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -24,6 +25,7 @@ use prometheus_client::registry::Unit;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::cache::{Generations, Scope};
 use crate::metrics;
@@ -79,9 +81,14 @@ fn item_bytes(item: &Item) -> usize {
     item.id.len() + 3 * item.text.len() + terms + 256
 }
 
+/// Most scopes whose listing time is remembered (`listing.rs`).
+const MAX_LISTED: usize = 16_384;
+
 /// The mirror.
 pub struct Mirror {
     scopes: Cache<Key, Arc<ScopeItems>, ByteWeighter>,
+    /// When each scope's listing was last started.
+    listed: Cache<Key, Instant>,
 }
 
 impl Mirror {
@@ -91,7 +98,27 @@ impl Mirror {
             .max(16);
         Self {
             scopes: Cache::with_weighter(estimated, max_bytes.max(1), ByteWeighter),
+            listed: Cache::new(MAX_LISTED),
         }
+    }
+
+    /// True the first time `scope` is seen within `ttl` (then it is remembered as listed now).
+    pub fn first_sight(
+        &self,
+        route: ReadRoute,
+        scope: &Scope,
+        ttl: Duration,
+        now: Instant,
+    ) -> bool {
+        let key = Key {
+            scope: scope.clone(),
+            generation: route.generation,
+        };
+        if self.listed.get(&key).is_some_and(|at| now < at + ttl) {
+            return false;
+        }
+        self.listed.insert(key, now);
+        true
     }
 
     /// Takes the items out of an answer of `route` for `scope` that the cache admitted, fetched
