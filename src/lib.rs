@@ -19,8 +19,8 @@
 //! | [`stack`] | the hit lane (a fresh hit of an exact repeat), then the tower layer order: timing/logging, panics, sensitive headers, body limit |
 //! | [`linger`] | lingering close: a request body answered unread is drained, bounded |
 //! | [`handlers`] | dispatch and one handler per route class: read, write, pass-through, prewarm, admin |
-//! | [`listing`] | a scope's categories fetched into the memory mirror the first time it is read |
 //! | [`tasks`] | memorize tasks: invalidate again on `SUCCESS`, polled in the background |
+//! | [`listing`] | reads fetched on its own for the memory mirror: a new scope's listing, the re-warm after a write |
 //! | [`fetch`] | the coalesced, bounded, spawned upstream fetch behind a miss |
 //! | [`exchange`] | read a request body; one buffered exchange with memU within a deadline |
 //! | [`respond`] | response builders: forwarded, streamed, hit, stale, fallback, JSON |

@@ -40,6 +40,9 @@ pub struct TrackedTask {
     pub targets: Arc<[(Scope, Invalidate)]>,
     pub kind: WriteKind,
     pub spec: TaskSpec,
+    /// For a v1/v2 memorize with local answers on: the base path (`/api/v1`, …) its scopes are
+    /// re-warmed under once it succeeds (`listing.rs`).
+    pub rewarm_base: Option<Box<str>>,
 }
 
 /// Lets a repeated WARN through at most once per `every`, and says how many were held back.

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::cache::{Invalidate, Scope};
 use crate::exchange::{deadline, forward_buffered};
+use crate::listing;
 use crate::metrics::InvalidationCause;
 use crate::outcome::RouteClassLabel;
 use crate::routes::{field, TaskSpec, WriteKind};
@@ -40,6 +41,7 @@ pub fn track(
     targets: Arc<[(Scope, Invalidate)]>,
     kind: WriteKind,
     spec: TaskSpec,
+    rewarm_base: Option<Box<str>>,
 ) {
     state.tasks.insert(
         task_id.clone(),
@@ -47,6 +49,7 @@ pub fn track(
             targets,
             kind,
             spec,
+            rewarm_base,
         },
     );
     let Ok(permit) = Arc::clone(&state.task_pollers).try_acquire_owned() else {
@@ -64,18 +67,24 @@ pub fn track(
 
 /// Applies what a status answer says about a tracked task: success invalidates its scopes (once,
 /// whoever sees it first); success or failure ends the tracking. True when the task is over.
-pub fn observe(state: &State, task_id: &str, body: &[u8]) -> bool {
+pub fn observe(state: &Arc<State>, task_id: &str, body: &[u8], head: &request::Parts) -> bool {
     let Some(tracked) = state.tasks.get(task_id) else {
         return true;
     };
     match outcome(&tracked.spec, body) {
         Some(true) => {
             if let Some((_, tracked)) = state.tasks.remove(task_id) {
+                let rewarm =
+                    (tracked.rewarm_base.clone()).map(|b| (b, Arc::clone(&tracked.targets)));
                 state.invalidate_all_now(
                     tracked.targets,
                     tracked.kind,
                     InvalidationCause::TaskSuccess,
                 );
+                // After the local invalidation, so what it fetches is current.
+                if let Some((base, targets)) = rewarm {
+                    listing::after_write(state, &base, &targets, head);
+                }
             }
             true
         }
@@ -101,7 +110,7 @@ fn outcome(spec: &TaskSpec, body: &[u8]) -> Option<bool> {
     }
 }
 
-async fn poll(state: &State, task_id: &str, status: &request::Parts) {
+async fn poll(state: &Arc<State>, task_id: &str, status: &request::Parts) {
     let give_up = Instant::now() + POLL_FOR;
     let mut wait = POLL_FIRST;
     while Instant::now() < give_up && state.tasks.contains_key(task_id) {
@@ -117,7 +126,7 @@ async fn poll(state: &State, task_id: &str, status: &request::Parts) {
         .await;
         match exchanged.result {
             Ok(answer) if answer.status.is_success() => {
-                if observe(state, task_id, &answer.body) {
+                if observe(state, task_id, &answer.body, status) {
                     return;
                 }
             }

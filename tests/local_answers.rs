@@ -139,7 +139,7 @@ async fn a_scope_seen_for_the_first_time_is_listed_once_in_the_background() {
         first.json()["related_memories"][0]["memory"]["content"],
         WORK
     );
-    let listed = "memu_proxy_mirror_listings_total";
+    let listed = r#"memu_proxy_mirror_fetches_total{why="first_sight"}"#;
     // A new question of that scope, still slow at memU: answered from the listing too.
     let second = post(&proxy.url(RELATED), &ask("u", "What is my cat called?")).await;
     assert_eq!(second.cache_status(), LOCAL_BUDGET);
@@ -149,4 +149,53 @@ async fn a_scope_seen_for_the_first_time_is_listed_once_in_the_background() {
     );
     assert_eq!(memu.hits("default-categories"), 1, "listed once");
     assert_eq!(metric(&proxy.metrics().await, listed), 1.0);
+}
+
+#[tokio::test]
+async fn after_a_memorize_succeeds_the_scope_is_rewarmed_and_the_repeat_is_a_hit() {
+    let (memu, proxy) = seen_once(true, |_| {}).await;
+    memu.set_latency(Duration::ZERO);
+    // As the app does: ask, memorize the turn (which supersedes the answer), ask again.
+    let repeat = ask("u", "What is my cat called?");
+    assert_next_read_misses(&proxy, &repeat).await;
+    let turn = post(
+        &proxy.url(MEMORIZE),
+        &memorize_body("u", "a", "Mochi is grey"),
+    )
+    .await;
+    assert_eq!(turn.status, 200);
+    assert_next_read_misses(&proxy, &repeat).await;
+    let before = memu.hits("related-memory-items");
+    let written = post(
+        &proxy.url(MEMORIZE),
+        &memorize_body("u", "a", "My cat had kittens"),
+    )
+    .await;
+    assert_eq!(written.status, 200);
+    memu.complete_tasks();
+    // The proxy's own poll sees the success: invalidated, then re-warmed in the background.
+    let rewarmed = r#"memu_proxy_mirror_fetches_total{why="rewarm"}"#;
+    wait_until("the re-warm", 10, || async {
+        metric(&proxy.metrics().await, rewarmed) >= 2.0
+    })
+    .await;
+    memu.wait_for_hits("related-memory-items", before + 1).await;
+    // The next turn's repeat is a fresh hit, with the memorized turn, although memU is slow now.
+    memu.set_latency(Duration::from_secs(1));
+    wait_until("the re-warmed answer", 5, || async {
+        post(&proxy.url(RELATED), &repeat).await.cache_status() == HIT
+    })
+    .await;
+    let hit = post(&proxy.url(RELATED), &repeat).await;
+    // memU applied both memorizes (in either order; the stand-in answers its first three).
+    let text = hit.text();
+    assert!(
+        text.contains("Mochi is grey") || text.contains("kittens"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&proxy.metrics().await, rewarmed),
+        2.0,
+        "listing + one repeated read"
+    );
 }

@@ -6,6 +6,8 @@
 //! small answer is buffered to see `SUCCESS`, which invalidates the task's scope once more
 //! (`tasks.rs`).
 
+use std::sync::Arc;
+
 use http::Request;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
@@ -38,7 +40,7 @@ pub async fn handle(state: &State, request: Request<ProxyBody>) -> Result<Handle
 
 /// `GET …/memorize/status/{task_id}`: watched when the proxy forwarded that memorize.
 pub async fn task_status(
-    state: &State,
+    state: &Arc<State>,
     task_id: &str,
     request: Request<ProxyBody>,
 ) -> Result<Handled, ProxyError> {
@@ -57,7 +59,7 @@ pub async fn task_status(
     .await;
     let answer = exchanged.result?;
     if answer.status.is_success() {
-        tasks::observe(state, task_id, &answer.body);
+        tasks::observe(state, task_id, &answer.body, &parts);
     }
     Ok(forwarded(&answer, exchanged.upstream, Outcome::Bypass))
 }

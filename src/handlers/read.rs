@@ -60,7 +60,7 @@ pub async fn handle(
         }
     };
     let read = &keyed.read;
-    listing::first_sight(state, read, &parts);
+    listing::first_sight(state, read, &parts, &body);
 
     let generations = state.scopes.current_of(&keyed.slots);
     if mode == ClientCache::Normal {

@@ -26,3 +26,21 @@ pub enum Unscoped {
     /// Every scope.
     Everything,
 }
+
+/// Why the proxy fetched a read on its own for the memory mirror (`listing.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MirrorFetch {
+    /// The first read of a scope: its listing.
+    FirstSight,
+    /// A memorize of the scope succeeded: its listing and repeated reads again.
+    Rewarm,
+}
+
+impl MirrorFetch {
+    pub(super) fn as_label(self) -> &'static str {
+        match self {
+            MirrorFetch::FirstSight => "first_sight",
+            MirrorFetch::Rewarm => "rewarm",
+        }
+    }
+}

@@ -28,7 +28,7 @@ use crate::routes::WriteKind;
 mod encode;
 mod labels;
 pub use encode::{counter, counter_family, gauge, render};
-pub use labels::{StaleRefusal, Unscoped};
+pub use labels::{MirrorFetch, StaleRefusal, Unscoped};
 
 /// Why cached reads were invalidated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,6 +94,7 @@ label_values! {
         WriteKind::Purge => "purge",
     },
     StaleRefusal => |v| v.as_label(),
+    MirrorFetch => |v| v.as_label(),
     Unscoped => |v| match v {
         Unscoped::Users => "users",
         Unscoped::Everything => "everything",
@@ -121,6 +122,11 @@ struct ReasonLabels {
 struct CauseLabels {
     cause: InvalidationCause,
     kind: WriteKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MirrorFetchLabels {
+    why: MirrorFetch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -181,7 +187,7 @@ pub struct Metrics {
     stale: Family<ReasonLabels, Counter>,
     stale_refused: Family<RefusalLabels, Counter>,
     local_answers: Family<ReasonLabels, Counter>,
-    mirror_listings: Counter,
+    mirror_fetches: Family<MirrorFetchLabels, Counter>,
     unscoped_writes: Family<ReadingLabels, Counter>,
     background: Family<BackgroundLabels, Counter>,
     prewarms: Counter,
@@ -202,7 +208,7 @@ impl Metrics {
             stale: Family::default(),
             stale_refused: Family::default(),
             local_answers: Family::default(),
-            mirror_listings: Counter::default(),
+            mirror_fetches: Family::default(),
             unscoped_writes: Family::default(),
             background: Family::default(),
             prewarms: Counter::default(),
@@ -252,9 +258,9 @@ impl Metrics {
             metrics.local_answers.clone(),
         );
         r.register(
-            "mirror_listings",
-            "Background listings of a scope's categories the proxy started on its own, the first time it saw the scope (cache.local_answers)",
-            metrics.mirror_listings.clone(),
+            "mirror_fetches",
+            "Reads the proxy fetched on its own for the memory mirror (cache.local_answers), by why: first_sight (a scope's listing), rewarm (after a memorize succeeded)",
+            metrics.mirror_fetches.clone(),
         );
         r.register(
             "stale_refused",
@@ -359,8 +365,10 @@ impl Metrics {
         self.coalesced.inc();
     }
 
-    pub fn mirror_listing(&self) {
-        self.mirror_listings.inc();
+    pub fn mirror_fetch(&self, why: MirrorFetch) {
+        self.mirror_fetches
+            .get_or_create(&MirrorFetchLabels { why })
+            .inc();
     }
 
     pub fn local_answer(&self, reason: FallbackReason) {

@@ -19,6 +19,7 @@ mod rank;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Unit;
@@ -27,7 +28,7 @@ use quick_cache::Weighter;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::cache::{Generations, Scope};
+use crate::cache::{CacheKey, Generations, KeyedRead, Scope};
 use crate::metrics;
 use crate::routes::{field, Field, Generation, ReadRoute};
 
@@ -84,11 +85,29 @@ fn item_bytes(item: &Item) -> usize {
 /// Most scopes whose listing time is remembered (`listing.rs`).
 const MAX_LISTED: usize = 16_384;
 
+/// Most distinct reads remembered per scope for re-warming (`listing.rs`).
+const RECENT_READS: usize = 8;
+/// Largest read body remembered for re-warming.
+const MAX_RECENT_BODY: usize = 4096;
+
+/// A read of a scope, remembered to fetch again after a write (no credentials kept).
+#[derive(Debug, Clone)]
+pub struct RecentRead {
+    key: CacheKey,
+    pub path: Box<str>,
+    pub body: Bytes,
+    asked: u32,
+}
+
 /// The mirror.
 pub struct Mirror {
     scopes: Cache<Key, Arc<ScopeItems>, ByteWeighter>,
     /// When each scope's listing was last started.
     listed: Cache<Key, Instant>,
+    /// When each scope was last re-warmed.
+    rewarmed: Cache<Key, Instant>,
+    /// Each scope's most recent distinct reads, most recent last.
+    reads: Cache<Key, Arc<Vec<RecentRead>>>,
 }
 
 impl Mirror {
@@ -99,7 +118,75 @@ impl Mirror {
         Self {
             scopes: Cache::with_weighter(estimated, max_bytes.max(1), ByteWeighter),
             listed: Cache::new(MAX_LISTED),
+            rewarmed: Cache::new(MAX_LISTED),
+            reads: Cache::new(MAX_LISTED),
         }
+    }
+
+    /// True when `scope` was not re-warmed within `every` (then it is remembered as re-warmed now).
+    pub fn rewarm_due(
+        &self,
+        route: ReadRoute,
+        scope: &Scope,
+        every: Duration,
+        now: Instant,
+    ) -> bool {
+        let key = Key {
+            scope: scope.clone(),
+            generation: route.generation,
+        };
+        if self.rewarmed.get(&key).is_some_and(|at| now < at + every) {
+            return false;
+        }
+        self.rewarmed.insert(key, now);
+        true
+    }
+
+    /// Remembers a read of its scope (its path and body, not its credentials).
+    pub fn note_read(&self, read: &KeyedRead, path: &str, body: &Bytes) {
+        if body.len() > MAX_RECENT_BODY {
+            return;
+        }
+        let key = Key {
+            scope: read.key.scope.clone(),
+            generation: read.key.route.generation,
+        };
+        let mut reads = self
+            .reads
+            .get(&key)
+            .map(|r| (*r).clone())
+            .unwrap_or_default();
+        let asked = match reads.iter().position(|r| r.key == read.key) {
+            Some(at) => reads.remove(at).asked.saturating_add(1),
+            None => 1,
+        };
+        reads.push(RecentRead {
+            key: read.key.clone(),
+            path: path.into(),
+            body: Bytes::copy_from_slice(body),
+            asked,
+        });
+        let over = reads.len().saturating_sub(RECENT_READS);
+        reads.drain(..over);
+        self.reads.insert(key, Arc::new(reads));
+    }
+
+    /// The most recent reads of `scope` that were asked more than once, at most `n`.
+    pub fn repeated_reads(&self, route: ReadRoute, scope: &Scope, n: usize) -> Vec<RecentRead> {
+        let key = Key {
+            scope: scope.clone(),
+            generation: route.generation,
+        };
+        let Some(reads) = self.reads.get(&key) else {
+            return Vec::new();
+        };
+        reads
+            .iter()
+            .rev()
+            .filter(|r| r.asked > 1)
+            .take(n)
+            .cloned()
+            .collect()
     }
 
     /// True the first time `scope` is seen within `ttl` (then it is remembered as listed now).
