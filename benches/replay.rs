@@ -42,10 +42,10 @@ use hyper_util::rt::TokioExecutor;
 use memu_proxy::cache::normalize::normalize_query;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, LogNormal};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use support::latency::Model;
 use support::stats::percentiles;
 use support::{MemU, Proxy, Seen, RELATED as PATH};
 
@@ -106,13 +106,14 @@ struct Observed {
 
 /// The memU delay for the request caused by `turn`: a pure function of (SEED, turn).
 fn upstream_delay(turn: u64) -> Duration {
-    let mut rng = StdRng::seed_from_u64(SEED ^ turn.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    if rng.random::<f64>() < STALL_SHARE {
-        return STALL;
+    Model {
+        seed: SEED,
+        median_s: MEDIAN_S,
+        p95_s: P95_S,
+        stall_share: STALL_SHARE,
+        stall: STALL,
     }
-    let sigma = (P95_S / MEDIAN_S).ln() / 1.645;
-    let lognormal = LogNormal::new(MEDIAN_S.ln(), sigma).expect("valid log-normal");
-    Duration::from_secs_f64(lognormal.sample(&mut rng))
+    .delay(turn)
 }
 
 fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {

@@ -42,11 +42,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, LogNormal};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use support::latency::Model;
 use support::stats::percentiles;
 use support::{Proxy, RELATED};
 
@@ -177,13 +177,14 @@ fn script(v: usize, viewer: &Viewer) -> Vec<Turn> {
 
 /// memU's delay for the retrieval of `turn`: a pure function of (SEED, turn).
 fn upstream_delay(turn: u64) -> Duration {
-    let mut rng = StdRng::seed_from_u64(SEED ^ turn.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    if rng.random::<f64>() < STALL_SHARE {
-        return STALL;
+    Model {
+        seed: SEED,
+        median_s: MEDIAN_S,
+        p95_s: P95_S,
+        stall_share: STALL_SHARE,
+        stall: STALL,
     }
-    let sigma = (P95_S / MEDIAN_S).ln() / 1.645;
-    let lognormal = LogNormal::new(MEDIAN_S.ln(), sigma).expect("valid log-normal");
-    Duration::from_secs_f64(lognormal.sample(&mut rng))
+    .delay(turn)
 }
 
 // ---------------------------------------------------------------------------- the stand-in memU
