@@ -56,6 +56,18 @@ fn shows_the_write(reply: &Reply) {
     );
 }
 
+/// Two replicas A and B on `redis`; B has read the answer from before any write, which is in its
+/// cache and in Redis.
+async fn b_has_read(memu: &MemU, redis: &RedisServer) -> (Proxy, Proxy) {
+    let (a, b) = (
+        replica(memu, &redis.url(), |_| {}).await,
+        replica(memu, &redis.url(), |_| {}).await,
+    );
+    assert_next_read_misses(&b, &pets()).await;
+    stored_answer(redis).await;
+    (a, b)
+}
+
 async fn health(proxy: &Proxy) -> Value {
     get(&proxy.url("/healthz")).await.json()["shared_cache"].clone()
 }
@@ -64,12 +76,7 @@ async fn health(proxy: &Proxy) -> Value {
 async fn a_write_redis_refuses_stops_trust_everywhere_until_it_lands() {
     let redis = RedisServer::start();
     let memu = MemU::start().await;
-    let (a, b) = (
-        replica(&memu, &redis.url(), |_| {}).await,
-        replica(&memu, &redis.url(), |_| {}).await,
-    );
-    assert_next_read_misses(&b, &pets()).await;
-    stored_answer(&redis).await;
+    let (a, b) = b_has_read(&memu, &redis).await;
     // Full, as README recommends it: every write to Redis is refused with OOM.
     redis.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     redis.command(&["CONFIG", "SET", "maxmemory", "1"]);
@@ -112,12 +119,7 @@ async fn a_redis_restarted_from_a_snapshot_before_a_write_serves_nothing_from_be
     std::fs::create_dir_all(&dir).unwrap();
     let mut redis = RedisServer::start_persistent(&dir);
     let memu = MemU::start().await;
-    let (a, b) = (
-        replica(&memu, &redis.url(), |_| {}).await,
-        replica(&memu, &redis.url(), |_| {}).await,
-    );
-    assert_next_read_misses(&b, &pets()).await;
-    stored_answer(&redis).await;
+    let (a, b) = b_has_read(&memu, &redis).await;
     // A loaded machine may miss the helper's 2 s read timeout: ask again until it is saved.
     wait_until("the snapshot", 10, || async {
         redis.command(&["SAVE"]).as_deref() == Some("+OK\r\n")
@@ -141,12 +143,7 @@ async fn a_redis_restarted_from_a_snapshot_before_a_write_serves_nothing_from_be
 async fn a_lost_generation_key_is_unknown_not_zero() {
     let redis = RedisServer::start();
     let memu = MemU::start().await;
-    let (a, b) = (
-        replica(&memu, &redis.url(), |_| {}).await,
-        replica(&memu, &redis.url(), |_| {}).await,
-    );
-    assert_next_read_misses(&b, &pets()).await;
-    stored_answer(&redis).await;
+    let (a, _b) = b_has_read(&memu, &redis).await;
     written(&memu, &a).await;
     // Evicted, expired or deleted by hand: every slot's generation is gone.
     let keys = redis.keys();
