@@ -21,7 +21,7 @@ use crate::circuit::{Circuit, Guards};
 use crate::config::Config;
 use crate::decide::Fetched;
 use crate::metrics::{self, InvalidationCause, Metrics};
-use crate::mirror::Mirror;
+use crate::mirror::{Embedder, Mirror};
 use crate::routes::{TaskSpec, WriteKind};
 use crate::shared::SharedTier;
 use crate::upstream::Upstream;
@@ -144,17 +144,25 @@ impl State {
             0
         };
         let memo_bytes = config.cache.max_bytes / 16;
-        // With local answers on, the memory mirror takes another sixteenth.
+        // With local answers on, the memory mirror takes another sixteenth, and its vectors
+        // (`[local_answers] embeddings_url`) one more.
         let mirror_bytes = if config.cache.local_answers {
             config.cache.max_bytes / 16
         } else {
             0
         };
+        let embeddings = config.embeddings.as_ref().filter(|_| mirror_bytes > 0);
+        let vector_bytes = embeddings.map_or(0, |_| config.cache.max_bytes / 16);
         let store = Arc::new(Store::new(
-            config.cache.max_bytes - similar_bytes - memo_bytes - mirror_bytes,
+            config.cache.max_bytes - similar_bytes - memo_bytes - mirror_bytes - vector_bytes,
             lifetimes,
         ));
-        let mirror = (mirror_bytes > 0).then(|| Arc::new(Mirror::new(mirror_bytes)));
+        let embedder =
+            embeddings.map(|embeddings| Arc::new(Embedder::new(embeddings, vector_bytes)));
+        if let Some(embedder) = &embedder {
+            registry.register_collector(Box::new(Arc::clone(embedder)));
+        }
+        let mirror = (mirror_bytes > 0).then(|| Arc::new(Mirror::new(mirror_bytes, embedder)));
         if let Some(mirror) = &mirror {
             registry.register_collector(Box::new(Arc::clone(mirror)));
         }

@@ -10,6 +10,7 @@
 //! `upstream.rs`); [`Problem`] and the collector the sections report into are in `problems.rs`.
 //! [`Settings::validate`] asks each section in file order and adds the checks that span sections.
 
+mod local;
 mod problems;
 mod sections;
 mod shared;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use local::{EmbeddingsConfig, LocalAnswersSettings};
 pub use problems::Problem;
 use problems::Problems;
 pub use sections::{
@@ -41,6 +43,7 @@ pub struct Settings {
     pub circuit: CircuitSettings,
     pub compat: CompatSettings,
     pub shared_cache: SharedCacheSettings,
+    pub local_answers: LocalAnswersSettings,
 }
 
 /// The validated, typed configuration the proxy runs with.
@@ -63,6 +66,8 @@ pub struct Config {
     pub compat: CompatSettings,
     /// `None`: no shared tier (`shared_cache.url` unset).
     pub shared_cache: Option<SharedCacheConfig>,
+    /// `None`: local answers rank lexically only (`local_answers.embeddings_url` unset).
+    pub embeddings: Option<EmbeddingsConfig>,
 }
 
 /// Everything wrong with a configuration, each problem naming its key.
@@ -126,6 +131,9 @@ impl Settings {
         let latency = self.latency.validate(&mut problems);
         let circuit = self.circuit.validate(&mut problems);
         let shared_cache = self.shared_cache.validate(&mut problems);
+        let embeddings = self
+            .local_answers
+            .validate(self.cache.local_answers, &mut problems);
         match (server, upstream, cache, latency, circuit) {
             (Some(server), Some(upstream), Some(cache), Some(latency), Some(circuit))
                 if problems.is_empty() =>
@@ -144,6 +152,7 @@ impl Settings {
                     circuit,
                     compat: self.compat.clone(),
                     shared_cache,
+                    embeddings,
                 })
             }
             _ => Err(ConfigError::Invalid(problems.into_vec())),

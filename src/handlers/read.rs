@@ -27,7 +27,7 @@ use crate::fetch::{self, FetchReceiver, Joining, Origin};
 use crate::headers::{client_cache, request_budget, ClientCache, Fwd};
 use crate::listing;
 use crate::metrics::StaleRefusal;
-use crate::mirror;
+use crate::mirror::{self, Asked, QueryVector};
 use crate::outcome::{Arrived, Handled, Outcome, RouteClassLabel};
 use crate::respond::{self, add_timing, Forwarded, HitKind};
 use crate::routes::ReadRoute;
@@ -143,12 +143,21 @@ async fn fetch_and_answer(
             state,
             route,
             read,
+            None,
             FallbackReason::Overload,
             None,
         ));
     };
+    let asked = start_asking(state, route, read);
     let waited = wait(rx, clock.answer_by, clock.hard_deadline, clock.started).await;
-    let mut handled = answer(state, route, read, &waited, mode, collapsed);
+    let mut handled = answer(
+        state,
+        route,
+        read,
+        asked.as_ref(),
+        &waited,
+        (mode, collapsed),
+    );
     let upstream = handled.upstream.unwrap_or_default();
     add_timing(
         handled.response.headers_mut(),
@@ -179,9 +188,9 @@ fn answer(
     state: &State,
     route: ReadRoute,
     read: &KeyedRead,
+    asked: Option<&QueryVector>,
     waited: &Waited,
-    mode: ClientCache,
-    collapsed: bool,
+    (mode, collapsed): (ClientCache, bool),
 ) -> Handled {
     match waiter_answer(waited) {
         WaiterAnswer::Answer {
@@ -198,7 +207,7 @@ fn answer(
         }
         WaiterAnswer::Shared(entry) => respond::hit(entry, HitKind::Shared),
         WaiterAnswer::StaleOrEmpty { reason, upstream } => {
-            stale_or_empty(state, route, read, reason, upstream)
+            stale_or_empty(state, route, read, asked, reason, upstream)
         }
     }
 }
@@ -266,6 +275,7 @@ fn stale_or_empty(
     state: &State,
     route: ReadRoute,
     read: &KeyedRead,
+    asked: Option<&QueryVector>,
     reason: FallbackReason,
     upstream: Option<Duration>,
 ) -> Handled {
@@ -284,7 +294,7 @@ fn stale_or_empty(
         Stale::Purged => state.metrics.stale_refused(StaleRefusal::Purged),
         Stale::None => {}
     }
-    if let Some(body) = local_answer(state, route, read) {
+    if let Some(body) = local_answer(state, route, read, asked) {
         state.metrics.local_answer(reason);
         return respond::local_answer(body, reason, upstream);
     }
@@ -304,15 +314,37 @@ fn fallback(
 }
 
 /// This scope's mirrored items that answer the read, in the route's shape (none from before a
-/// purge of the scope, nor while a delete through another replica may have gone unheard).
-fn local_answer(state: &State, route: ReadRoute, read: &KeyedRead) -> Option<Vec<u8>> {
+/// purge of the scope, nor while a delete through another replica may have gone unheard), ranked
+/// by the query's vector if it came in time (`asked`), else lexically.
+fn local_answer(
+    state: &State,
+    route: ReadRoute,
+    read: &KeyedRead,
+    asked: Option<&QueryVector>,
+) -> Option<Vec<u8>> {
     if !state.may_serve_stale() {
         return None;
     }
     let mirror = state.mirror.as_ref()?;
     let purges = state.scopes.purges(&read.key.scope);
     let set = mirror.items(route, &read.key.scope, &purges)?;
-    mirror::local_answer(route, &read.key, read.raw_query.as_deref(), &set)
+    let vectors = mirror.vectors(&set);
+    let asked = Asked {
+        query: read.raw_query.as_deref(),
+        vector: asked.and_then(QueryVector::get).map(|v| &**v),
+        vectors: &vectors,
+    };
+    mirror::local_answer(route, &read.key, &asked, &set)
+}
+
+/// With embeddings on, starts embedding a miss's query while memU is asked, if its scope has
+/// mirrored items a local answer could rank.
+fn start_asking(state: &State, route: ReadRoute, read: &KeyedRead) -> Option<QueryVector> {
+    let mirror = state.mirror.as_ref()?;
+    let query = read.raw_query.as_deref()?;
+    let purges = state.scopes.purges(&read.key.scope);
+    mirror.items(route, &read.key.scope, &purges)?;
+    mirror.ask(query)
 }
 
 /// Forwards without the cache: `no-store`, caching disabled, or a body that cannot be keyed

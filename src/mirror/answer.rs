@@ -7,7 +7,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::rank::rank;
+use super::embed::Vector;
+use super::rank::{rank, Query};
 use super::ScopeItems;
 use crate::cache::CacheKey;
 use crate::routes::ReadRoute;
@@ -16,18 +17,27 @@ use crate::routes::ReadRoute;
 const DEFAULT_TOP_K: usize = 10;
 const DEFAULT_MIN_SIMILARITY: f64 = 0.3;
 
-/// The local answer for the read keyed `key` (whose query the client sent as `raw_query`) from
-/// `set`; `None` when the route has no local answer or no item ranks.
+/// What a read asked, as the mirror ranks it: the query the client sent, the query's vector if
+/// it came in time, and the vector of each of the scope's items that has one (by index).
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub query: Option<&'a str>,
+    pub vector: Option<&'a [f32]>,
+    pub vectors: &'a [Option<Vector>],
+}
+
+/// The local answer for the read keyed `key` (asking `asked`) from `set`; `None` when the route
+/// has no local answer or no item ranks.
 pub fn local_answer(
     route: ReadRoute,
     key: &CacheKey,
-    raw_query: Option<&str>,
+    asked: &Asked<'_>,
     set: &ScopeItems,
 ) -> Option<Vec<u8>> {
     if route != ReadRoute::V1_RELATED {
         return None;
     }
-    let query = raw_query?;
+    let query = asked.query?;
     let params = parameters(&key.params);
     let top_k = params
         .get("top_k")
@@ -37,7 +47,16 @@ pub fn local_answer(
         .get("min_similarity")
         .and_then(Value::as_f64)
         .unwrap_or(DEFAULT_MIN_SIMILARITY);
-    let ranked = rank(&set.items, query, top_k, min_similarity);
+    let ranked = rank(
+        &set.items,
+        asked.vectors,
+        &Query {
+            text: query,
+            vector: asked.vector,
+            top_k,
+            min_similarity,
+        },
+    );
     if ranked.is_empty() {
         return None;
     }

@@ -11,9 +11,11 @@
 //!
 //! Today the v1/v2 generation is mirrored (`related_memories`, and the memories inside
 //! `default-categories` and clustered categories) and answered (`related-memory-items`); ranking
-//! is lexical (`rank.rs`), the answer built in `answer.rs`.
+//! is lexical (`rank.rs`), or by embeddings when `[local_answers] embeddings_url` is set
+//! (`embed.rs`); the answer is built in `answer.rs`.
 
 mod answer;
+mod embed;
 mod rank;
 
 use std::sync::Arc;
@@ -32,7 +34,8 @@ use crate::cache::{CacheKey, Generations, KeyedRead, Scope};
 use crate::metrics;
 use crate::routes::{field, Field, Generation, ReadRoute};
 
-pub use answer::local_answer;
+pub use answer::{local_answer, Asked};
+pub use embed::{Embedder, QueryVector, Vector};
 pub use rank::Ranked;
 
 /// Most items kept per scope.
@@ -108,10 +111,13 @@ pub struct Mirror {
     rewarmed: Cache<Key, Instant>,
     /// Each scope's most recent distinct reads, most recent last.
     reads: Cache<Key, Arc<Vec<RecentRead>>>,
+    /// The items' and queries' vectors, when `[local_answers] embeddings_url` is set.
+    embedder: Option<Arc<Embedder>>,
 }
 
 impl Mirror {
-    pub fn new(max_bytes: u64) -> Self {
+    /// Items take at most `max_bytes`; `embedder`'s vectors are weighed apart.
+    pub fn new(max_bytes: u64, embedder: Option<Arc<Embedder>>) -> Self {
         let estimated = usize::try_from(max_bytes / 8192)
             .unwrap_or(usize::MAX)
             .max(16);
@@ -120,7 +126,24 @@ impl Mirror {
             listed: Cache::new(MAX_LISTED),
             rewarmed: Cache::new(MAX_LISTED),
             reads: Cache::new(MAX_LISTED),
+            embedder,
         }
+    }
+
+    /// Starts embedding `query` while memU is asked, when embeddings are on.
+    pub fn ask(&self, query: &str) -> Option<QueryVector> {
+        Some(self.embedder.as_ref()?.ask(query))
+    }
+
+    /// The vector of each of `set`'s items that has one, by index (empty without embeddings).
+    pub fn vectors(&self, set: &ScopeItems) -> Vec<Option<Vector>> {
+        let Some(embedder) = &self.embedder else {
+            return Vec::new();
+        };
+        set.items
+            .iter()
+            .map(|item| embedder.vector(&item.text))
+            .collect()
     }
 
     /// True when `scope` was not re-warmed within `every` (then it is remembered as re-warmed now).
@@ -239,12 +262,17 @@ impl Mirror {
                 items: Vec::new(),
             },
         };
+        let arrived = found.len();
         for item in found {
             set.items.retain(|kept| kept.id != item.id);
             set.items.push(item);
         }
         let over = set.items.len().saturating_sub(MAX_ITEMS);
         set.items.drain(..over);
+        if let Some(embedder) = &self.embedder {
+            let seen = set.items.len().saturating_sub(arrived);
+            embedder.learn(set.items[seen..].iter().map(|item| &*item.text));
+        }
         self.scopes.insert(key, Arc::new(set));
     }
 

@@ -8,10 +8,15 @@
 //! of the user says ("my", "I") weighs little and what one says weighs much. An item's score is
 //! the share of the query's weight it covers, counting only the terms some item has: in [0, 1],
 //! the proxy's own scale for `min_similarity`.
+//!
+//! With embeddings (`embed.rs`), an item that has a vector, asked by a query that has one, is
+//! scored by their cosine instead: memU's own scale, as memU ranks. The others keep their lexical
+//! score, so an item that arrived a moment ago still answers before its vector does.
 
 use crate::cache::normalize::normalize_query;
 use crate::cache::similar::Shape;
 
+use super::embed::{cosine, Vector};
 use super::Item;
 
 /// The terms a text is found by.
@@ -30,9 +35,40 @@ pub struct Ranked {
     pub score: f64,
 }
 
+/// What is asked: the query's text, its vector if it came in time, and the answer's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub text: &'a str,
+    pub vector: Option<&'a [f32]>,
+    pub top_k: usize,
+    pub min_similarity: f64,
+}
+
 /// The items that answer `query`, best first: at most `top_k`, each scoring at least
-/// `min_similarity` and above 0.
-pub fn rank(items: &[Item], query: &str, top_k: usize, min_similarity: f64) -> Vec<Ranked> {
+/// `min_similarity` and above 0. `vectors` holds each item's vector, if it has one, by index.
+pub fn rank(items: &[Item], vectors: &[Option<Vector>], query: &Query<'_>) -> Vec<Ranked> {
+    let lexical = lexical(items, query.text);
+    let mut ranked: Vec<Ranked> = lexical
+        .into_iter()
+        .enumerate()
+        .map(|(index, lexical)| {
+            let vector = vectors.get(index).and_then(Option::as_deref);
+            let semantic = query.vector.zip(vector).and_then(|(q, v)| cosine(q, v));
+            Ranked {
+                index,
+                score: semantic.unwrap_or(lexical),
+            }
+        })
+        .filter(|r| r.score > 0.0 && r.score >= query.min_similarity)
+        .collect();
+    // Best first; among equals, the most recently seen first.
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.index.cmp(&a.index)));
+    ranked.truncate(query.top_k);
+    ranked
+}
+
+/// Each item's lexical score for `query`, by index.
+fn lexical(items: &[Item], query: &str) -> Vec<f64> {
     let asked = terms(query);
     let n = items.len() as f64;
     let weights: Vec<f64> = asked
@@ -47,30 +83,21 @@ pub fn rank(items: &[Item], query: &str, top_k: usize, min_similarity: f64) -> V
         })
         .collect();
     let total: f64 = weights.iter().sum();
-    if total <= 0.0 {
-        return Vec::new();
-    }
-    let mut ranked: Vec<Ranked> = items
+    items
         .iter()
-        .enumerate()
-        .map(|(index, item)| {
+        .map(|item| {
+            if total <= 0.0 {
+                return 0.0;
+            }
             let covered: f64 = asked
                 .iter()
                 .zip(&weights)
                 .filter(|(term, _)| has(item, term))
                 .map(|(_, weight)| weight)
                 .sum();
-            Ranked {
-                index,
-                score: covered / total,
-            }
+            covered / total
         })
-        .filter(|r| r.score > 0.0 && r.score >= min_similarity)
-        .collect();
-    // Best first; among equals, the most recently seen first.
-    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.index.cmp(&a.index)));
-    ranked.truncate(top_k);
-    ranked
+        .collect()
 }
 
 fn has(item: &Item, term: &str) -> bool {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::rank::{rank, terms};
+use super::rank::{rank, terms, Query};
 use super::*;
 use crate::cache::{read_key, tenant_of};
 
@@ -51,7 +51,13 @@ fn items(texts: &[&str]) -> Vec<Item> {
 
 /// The texts `query` ranks, best first.
 fn ranked<'a>(texts: &[&'a str], query: &str, top_k: usize, min: f64) -> Vec<&'a str> {
-    rank(&items(texts), query, top_k, min)
+    let query = Query {
+        text: query,
+        vector: None,
+        top_k,
+        min_similarity: min,
+    };
+    rank(&items(texts), &[], &query)
         .into_iter()
         .map(|r| texts[r.index])
         .collect()
@@ -112,7 +118,7 @@ fn top_k_and_min_similarity_are_honoured() {
 
 #[test]
 fn every_v1_answer_feeds_the_mirror_and_scopes_never_mix() {
-    let mirror = Mirror::new(1 << 20);
+    let mirror = Mirror::new(1 << 20, None);
     let categories = json!({"categories": [{"name": "profile", "memories": [memory("p1", "Alice lives in Osaka")]}]});
     let clustered = json!({"clustered_categories": [{"name": "pets", "memories": [memory("e1", "Alice has a cat")]}]});
     let route = ReadRoute::V1_RELATED;
@@ -161,7 +167,7 @@ fn every_v1_answer_feeds_the_mirror_and_scopes_never_mix() {
 
 #[test]
 fn a_purge_empties_the_scope_and_an_answer_from_before_it_does_not_refill_it() {
-    let mirror = Mirror::new(1 << 20);
+    let mirror = Mirror::new(1 << 20, None);
     let route = ReadRoute::V1_RELATED;
     let alice = scope("alice");
     mirror.observe(
@@ -203,13 +209,13 @@ fn the_local_answer_has_the_routes_exact_shape() {
         since: GEN,
         items: items(&["My cat is called Mochi.", "I work in Osaka."]),
     };
-    let answer = local_answer(
-        ReadRoute::V1_RELATED,
-        &read.key,
-        read.raw_query.as_deref(),
-        &set,
-    )
-    .expect("the cat memory ranks");
+    let asked = Asked {
+        query: read.raw_query.as_deref(),
+        vector: None,
+        vectors: &[],
+    };
+    let answer =
+        local_answer(ReadRoute::V1_RELATED, &read.key, &asked, &set).expect("the cat memory ranks");
     let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(answer["query"], "What is my cat called?");
     assert_eq!(answer["total_found"], 1);

@@ -6,6 +6,7 @@
 
 pub mod call;
 pub mod child;
+pub mod embeddings;
 pub mod latency;
 pub mod memu;
 pub mod own_thread;
