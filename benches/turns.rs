@@ -14,11 +14,22 @@
 //! turn from a seed (every setup sees the same draws), 700 ms for the proxy's own listings.
 //!
 //! Setups, each with a fresh stand-in: `direct` (the client waits up to 10 s, the SDK's timeout),
-//! the proxy as shipped with local answers off, and on. Reported per setup: p50/p99/max wait,
-//! turns with at least one memory memU would return (of the turns where memU would return one),
-//! turns with any memory, precision of the served items, items of another viewer served (must be
-//! 0), items served after their deletion (must be 0), memU reads and writes per turn. Printed and
+//! the proxy as shipped with local answers off, on, and on with an embeddings stand-in. Reported
+//! per setup: p50/p99/max wait, turns with at least one memory memU would return (of the turns
+//! where memU would return one), and of those the share any proxy could reach (memU answers
+//! within the budget, or an answer holding that memory had reached the proxy before the turn
+//! began: a mirror cannot hold what it has never been shown), turns with any memory, precision of
+//! the served items, items of another viewer served (must be 0), items served after their
+//! deletion (must be 0), memU reads and writes per turn, embeddings calls per turn. Printed and
 //! written to `target/bench-turns.md`.
+//!
+//! The embeddings stand-in is an idealised model that knows the world's labels: a sentence's
+//! vector is its topic's direction plus a pseudo-random part of its own (seeded by its text) as
+//! long, so two sentences on one topic have a cosine near 0.5 and two on different topics near
+//! 0 (± 0.1 either way); a sentence with no label (a memorized turn) is all noise. Its delay is
+//! log-normal (median 60 ms, p95 250 ms). That row measures the proxy's use of a good model (the
+//! vectors in time, the cosine ranking, the fallback to the lexical one), not any real model's
+//! quality, which lies between the lexical row and it.
 //!
 //! Run: `cargo bench --bench turns` (about a minute per setup; 127.0.0.1 only).
 
@@ -46,6 +57,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use support::embeddings::Embeddings;
 use support::latency::Model;
 use support::stats::percentiles;
 use support::{Proxy, RELATED};
@@ -60,6 +72,8 @@ const STALL_SHARE: f64 = 0.03;
 const STALL: Duration = Duration::from_secs(10);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const TURN_HEADER: &str = "x-bench-turn";
+/// The proxy's latency budget, as the shipped proxy.toml sets it.
+const BUDGET: Duration = Duration::from_millis(500);
 
 const TOPICS: [&str; 6] = ["pet", "work", "food", "hobby", "home", "birthday"];
 /// Topics memU's default categories (profile) hold.
@@ -197,6 +211,8 @@ struct World {
     topic_of: HashMap<&'static str, usize>,
     reads: Mutex<usize>,
     writes: Mutex<usize>,
+    /// When an answer holding each memory (by id) was first sent, since the last delete.
+    delivered: Mutex<HashMap<String, Instant>>,
 }
 
 impl World {
@@ -223,6 +239,7 @@ impl World {
             topic_of,
             reads: Mutex::new(0),
             writes: Mutex::new(0),
+            delivered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -247,6 +264,33 @@ impl World {
             .get(user)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Notes that an answer holding the memories in `answer` was sent now.
+    fn sent(&self, answer: &Value) {
+        let mut ids = Vec::new();
+        for related in answer["related_memories"].as_array().into_iter().flatten() {
+            ids.extend(related["memory"]["memory_id"].as_str());
+        }
+        for category in answer["categories"].as_array().into_iter().flatten() {
+            for memory in category["memories"].as_array().into_iter().flatten() {
+                ids.extend(memory["memory_id"].as_str());
+            }
+        }
+        let now = Instant::now();
+        let mut delivered = self.delivered.lock().unwrap();
+        for id in ids {
+            delivered.entry(id.to_owned()).or_insert(now);
+        }
+    }
+
+    /// True if an answer holding memory `id` was sent before `at`.
+    fn delivered_before(&self, id: &str, at: Instant) -> bool {
+        self.delivered
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_some_and(|&sent| sent < at)
     }
 
     fn answer(&self, path: &str, body: &Value) -> Value {
@@ -278,6 +322,11 @@ impl World {
                 .lock()
                 .unwrap()
                 .insert(user.to_owned(), Vec::new());
+            let mine = format!("{user}:");
+            self.delivered
+                .lock()
+                .unwrap()
+                .retain(|id, _| !id.starts_with(&mine));
             json!({"success": true, "deleted_count": remaining.len()})
         } else if path.ends_with("/memorize") {
             *self.writes.lock().unwrap() += 1;
@@ -313,6 +362,7 @@ async fn serve(
         Duration::from_millis(50)
     };
     tokio::time::sleep(delay).await;
+    world.sent(&answer);
     let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
     response
         .headers_mut()
@@ -352,6 +402,9 @@ struct Observed {
     user: String,
     /// The viewer had been forgotten before this turn.
     after_delete: bool,
+    /// A proxy could serve what memU would return: memU answers within the budget, or an answer
+    /// holding it reached the proxy before the turn began.
+    reachable: bool,
 }
 
 async fn post(client: &HttpClient, url: String, body: Value, turn: Option<u64>) -> Option<Bytes> {
@@ -399,6 +452,10 @@ async fn play(
         let body = json!({"user_id": viewer.user, "agent_id": AGENT, "query": turn.question,
                           "top_k": 3, "min_similarity": 0.3, "include_categories": null});
         let started = Instant::now();
+        let reachable = upstream_delay(turn.index) < BUDGET
+            || expected
+                .iter()
+                .any(|id| world.delivered_before(id, started));
         let answer = tokio::time::timeout(
             CLIENT_TIMEOUT,
             post(
@@ -426,6 +483,7 @@ async fn play(
             topic: turn.topic,
             user: viewer.user.clone(),
             after_delete: forgotten,
+            reachable,
         });
         // The memorize after the reply, fire-and-forget.
         let memorize = json!({"conversation": [{"role": "user", "content": turn.question},
@@ -442,11 +500,39 @@ async fn play(
     observed
 }
 
-/// (name, `None`: straight to memU, `Some(local_answers)`: through the proxy as shipped).
-const SETUPS: [(&str, Option<bool>); 3] = [
-    ("direct", None),
-    ("proxy, local answers off", Some(false)),
-    ("proxy, local answers on", Some(true)),
+/// Where the viewers' requests go.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// Straight to memU.
+    Direct,
+    /// Through the proxy as shipped, with local answers on or off, and with or without the
+    /// embeddings stand-in.
+    Proxy { local: bool, embeddings: bool },
+}
+
+const SETUPS: [(&str, Target); 4] = [
+    ("direct", Target::Direct),
+    (
+        "proxy, local answers off",
+        Target::Proxy {
+            local: false,
+            embeddings: false,
+        },
+    ),
+    (
+        "proxy, local answers on (lexical)",
+        Target::Proxy {
+            local: true,
+            embeddings: false,
+        },
+    ),
+    (
+        "proxy, local answers on, embeddings stand-in",
+        Target::Proxy {
+            local: true,
+            embeddings: true,
+        },
+    ),
 ];
 
 struct Measured {
@@ -454,25 +540,84 @@ struct Measured {
     observed: Vec<Observed>,
     reads: usize,
     writes: usize,
+    embeddings_calls: usize,
 }
 
-async fn run(setup: (&'static str, Option<bool>), viewers: &'static [Viewer]) -> Measured {
+/// The embeddings stand-in's vector of `text` (see the module's comment).
+fn labelled_vector(topic_of: &HashMap<&'static str, usize>, text: &str) -> Vec<f32> {
+    const DIMENSIONS: usize = 32;
+    let seed = text.bytes().fold(SEED, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut rng = StdRng::seed_from_u64(seed);
+    let noise: Vec<f64> = (0..DIMENSIONS)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let norm = noise.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let mut vector: Vec<f32> = noise.iter().map(|x| (x / norm) as f32).collect();
+    if let Some(&topic) = topic_of.get(text) {
+        vector[topic] += 1.0;
+    }
+    vector
+}
+
+/// Every fact and question of the world, by topic.
+fn labels() -> HashMap<&'static str, usize> {
+    let mut topic_of = HashMap::new();
+    for language in [&ZH, &EN, &JA] {
+        for topic in 0..TOPICS.len() {
+            topic_of.insert(language.1[topic], topic);
+            for question in language.2[topic] {
+                topic_of.insert(question, topic);
+            }
+        }
+    }
+    topic_of
+}
+
+async fn run(setup: (&'static str, Target), viewers: &'static [Viewer]) -> Measured {
     let world = Arc::new(World::new(viewers));
     let memu = start_memu(Arc::clone(&world)).await;
+    let embeddings = match setup.1 {
+        Target::Proxy {
+            embeddings: true, ..
+        } => {
+            let labels = labels();
+            let delay = Model {
+                seed: SEED ^ 0xe,
+                median_s: 0.06,
+                p95_s: 0.25,
+                stall_share: 0.0,
+                stall: Duration::ZERO,
+            };
+            Some(
+                Embeddings::start_with_delay(
+                    move |text| labelled_vector(&labels, text),
+                    move |call| delay.delay(call),
+                )
+                .await,
+            )
+        }
+        _ => None,
+    };
     let proxy = match setup.1 {
-        None => None,
-        Some(local) => Some(
-            Proxy::start(&format!("http://{memu}"), |s| {
-                // As the shipped proxy.toml sets them.
-                s.latency.budget_ms = 500;
-                s.cache.stale_while_revalidate_secs = 60;
-                s.cache.stale_if_error_secs = 3600;
-                s.cache.similarity_threshold = 0.9;
-                s.compat.fill_null_timestamps = true;
-                s.cache.local_answers = local;
-            })
-            .await,
-        ),
+        Target::Direct => None,
+        Target::Proxy { local, .. } => {
+            let url = embeddings.as_ref().map(Embeddings::url);
+            Some(
+                Proxy::start(&format!("http://{memu}"), |s| {
+                    // As the shipped proxy.toml sets them.
+                    s.latency.budget_ms = BUDGET.as_millis() as u64;
+                    s.cache.stale_while_revalidate_secs = 60;
+                    s.cache.stale_if_error_secs = 3600;
+                    s.cache.similarity_threshold = 0.9;
+                    s.compat.fill_null_timestamps = true;
+                    s.cache.local_answers = local;
+                    s.local_answers.embeddings_url = url;
+                })
+                .await,
+            )
+        }
     };
     let target = proxy.as_ref().map_or(memu, |p| p.addr);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -490,6 +635,7 @@ async fn run(setup: (&'static str, Option<bool>), viewers: &'static [Viewer]) ->
         observed,
         reads,
         writes,
+        embeddings_calls: embeddings.as_ref().map_or(0, Embeddings::calls),
     }
 }
 
@@ -508,6 +654,7 @@ fn row(m: &Measured) -> String {
         .iter()
         .filter(|o| o.served.iter().any(|id| o.expected.contains(id)))
         .count();
+    let reachable = answerable.iter().filter(|o| o.reachable).count();
     let any = m.observed.iter().filter(|o| !o.served.is_empty()).count();
     let served: usize = m.observed.iter().map(|o| o.served.len()).sum();
     let relevant: usize = m
@@ -543,12 +690,14 @@ fn row(m: &Measured) -> String {
         format!("{:.2}", relevant as f64 / served as f64)
     };
     format!(
-        "| {} | {p50:.0} | {p99:.0} | {max:.0} | {} | {} | {precision} | {foreign} | {after_delete} | {:.2} | {:.2} |",
+        "| {} | {p50:.0} | {p99:.0} | {max:.0} | {} | {} | {} | {precision} | {foreign} | {after_delete} | {:.2} | {:.2} | {:.2} |",
         m.name,
         share(recalled, answerable.len()),
+        share(reachable, answerable.len()),
         share(any, m.observed.len()),
         m.reads as f64 / turns,
         m.writes as f64 / turns,
+        m.embeddings_calls as f64 / turns,
     )
 }
 
@@ -559,7 +708,7 @@ async fn main() {
         return;
     }
     let viewers: &'static [Viewer] = Vec::leak(viewers());
-    let mut report = String::from("| setup | p50 ms | p99 ms | max ms | turns with a memory memU would return | turns with any memory | precision | items of another viewer | items after their deletion | memU reads / turn | memU writes / turn |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut report = String::from("| setup | p50 ms | p99 ms | max ms | turns with a memory memU would return | of those, reachable | turns with any memory | precision | items of another viewer | items after their deletion | memU reads / turn | memU writes / turn | embeddings calls / turn |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for setup in SETUPS {
         println!("running {} …", setup.0);
         let measured = run(setup, viewers).await;

@@ -1,6 +1,7 @@
 //! A stand-in OpenAI-compatible embeddings endpoint (`POST /v1/embeddings`) on 127.0.0.1:0: each
-//! input's vector comes from the function it is started with, after a delay the test sets. It
-//! counts the calls and remembers the last `Authorization` it was sent.
+//! input's vector comes from the function it is started with, after a delay: the one the test
+//! sets, plus, if started with one, a delay drawn per call. It counts the calls and remembers the
+//! last `Authorization` it was sent.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,10 +20,13 @@ use tokio::net::TcpListener;
 
 /// A text's vector.
 pub type Embed = dyn Fn(&str) -> Vec<f32> + Send + Sync;
+/// The delay of the n-th call.
+pub type Delay = dyn Fn(u64) -> Duration + Send + Sync;
 
 struct Inner {
     embed: Box<Embed>,
-    /// Delay before answering, in ms.
+    drawn: Box<Delay>,
+    /// Delay before answering, in ms, on top of the drawn one.
     delay_ms: AtomicU64,
     calls: AtomicUsize,
     authorization: Mutex<Option<String>>,
@@ -37,10 +41,19 @@ pub struct Embeddings {
 
 impl Embeddings {
     pub async fn start(embed: impl Fn(&str) -> Vec<f32> + Send + Sync + 'static) -> Self {
+        Self::start_with_delay(embed, |_| Duration::ZERO).await
+    }
+
+    /// A stand-in whose n-th call waits `delay(n)`.
+    pub async fn start_with_delay(
+        embed: impl Fn(&str) -> Vec<f32> + Send + Sync + 'static,
+        delay: impl Fn(u64) -> Duration + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {
             embed: Box::new(embed),
+            drawn: Box::new(delay),
             delay_ms: AtomicU64::new(0),
             calls: AtomicUsize::new(0),
             authorization: Mutex::new(None),
@@ -83,7 +96,7 @@ async fn answer(
     inner: Arc<Inner>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    inner.calls.fetch_add(1, Ordering::Relaxed);
+    let call = inner.calls.fetch_add(1, Ordering::Relaxed);
     let authorization = (request.headers().get("authorization"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
@@ -93,7 +106,8 @@ async fn answer(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let delay = Duration::from_millis(inner.delay_ms.load(Ordering::Relaxed));
+    let delay =
+        Duration::from_millis(inner.delay_ms.load(Ordering::Relaxed)) + (inner.drawn)(call as u64);
     tokio::time::sleep(delay).await;
     let Some(inputs) = body["input"].as_array() else {
         let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
