@@ -31,7 +31,8 @@
 //! vectors in time, the cosine ranking, the fallback to the lexical one), not any real model's
 //! quality, which lies between the lexical row and it.
 //!
-//! Run: `cargo bench --bench turns` (about a minute per setup; 127.0.0.1 only).
+//! Run: `cargo bench --bench turns` (about a minute per setup; 127.0.0.1 only);
+//! `cargo bench --bench turns -- lexical` runs only the setups whose name holds every word given.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -708,8 +709,16 @@ async fn main() {
         return;
     }
     let viewers: &'static [Viewer] = Vec::leak(viewers());
+    // `cargo bench --bench turns -- embeddings`: only the setups whose name holds every word.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let mut report = String::from("| setup | p50 ms | p99 ms | max ms | turns with a memory memU would return | of those, reachable | turns with any memory | precision | items of another viewer | items after their deletion | memU reads / turn | memU writes / turn | embeddings calls / turn |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for setup in SETUPS {
+        if !only.iter().all(|word| setup.0.contains(word.as_str())) {
+            continue;
+        }
         println!("running {} …", setup.0);
         let measured = run(setup, viewers).await;
         let _ = writeln!(report, "{}", row(&measured));

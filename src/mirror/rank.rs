@@ -7,7 +7,8 @@
 //! is its inverse document frequency among the scope's own items (BM25's), so what every memory
 //! of the user says ("my", "I") weighs little and what one says weighs much. An item's score is
 //! the share of the query's weight it covers, counting only the terms some item has: in [0, 1],
-//! the proxy's own scale for `min_similarity`.
+//! the proxy's own scale for `min_similarity`. A match scoring under half the best one is not
+//! returned: what it covers is what every memory of the user says, not the subject.
 //!
 //! With embeddings (`embed.rs`), an item that has a vector, asked by a query that has one, is
 //! scored by their cosine instead: memU's own scale, as memU ranks. The others keep their lexical
@@ -35,6 +36,10 @@ pub struct Ranked {
     pub score: f64,
 }
 
+/// A lexical match below this share of the best one is dropped: what it shares with the query
+/// is a common word ("my", "I"), not the subject the best match shares.
+const NEAR_BEST: f64 = 0.5;
+
 /// What is asked: the query's text, its vector if it came in time, and the answer's bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
@@ -48,16 +53,18 @@ pub struct Query<'a> {
 /// `min_similarity` and above 0. `vectors` holds each item's vector, if it has one, by index.
 pub fn rank(items: &[Item], vectors: &[Option<Vector>], query: &Query<'_>) -> Vec<Ranked> {
     let lexical = lexical(items, query.text);
+    let best_lexical = lexical.iter().copied().fold(0.0, f64::max);
     let mut ranked: Vec<Ranked> = lexical
         .into_iter()
         .enumerate()
-        .map(|(index, lexical)| {
+        .filter_map(|(index, lexical)| {
             let vector = vectors.get(index).and_then(Option::as_deref);
-            let semantic = query.vector.zip(vector).and_then(|(q, v)| cosine(q, v));
-            Ranked {
-                index,
-                score: semantic.unwrap_or(lexical),
-            }
+            let score = match query.vector.zip(vector).and_then(|(q, v)| cosine(q, v)) {
+                Some(cosine) => cosine,
+                None if lexical >= NEAR_BEST * best_lexical => lexical,
+                None => return None,
+            };
+            Some(Ranked { index, score })
         })
         .filter(|r| r.score > 0.0 && r.score >= query.min_similarity)
         .collect();

@@ -117,6 +117,56 @@ fn top_k_and_min_similarity_are_honoured() {
 }
 
 #[test]
+fn a_match_on_a_common_word_alone_is_not_returned_beside_the_subject() {
+    let memories = [
+        "My cat is called Mochi.",
+        "My favourite food is ramen.",
+        "My sister lives in Leeds.",
+    ];
+    // "my" is in every memory; "food" in one: only that one comes back, even with room for 3.
+    assert_eq!(
+        ranked(&memories, "what is my favourite food?", 3, 0.0),
+        [memories[1]]
+    );
+    // With nothing but the common word to go on, every memory sharing it stays a candidate.
+    assert_eq!(ranked(&memories, "tell me about my life", 3, 0.0).len(), 3);
+}
+
+#[test]
+fn an_item_with_a_vector_ranks_by_cosine_and_one_without_keeps_its_lexical_score() {
+    let texts = [
+        "My cat is called Mochi.",
+        "I live in Leeds.",
+        "I like green tea.",
+    ];
+    let unit = |v: &[f32]| -> Option<Vector> { Some(v.into()) };
+    // The tea memory has no vector yet.
+    let vectors = [unit(&[1.0, 0.0]), unit(&[0.0, 1.0]), None];
+    let query = Query {
+        text: "any pets, or tea?",
+        vector: Some(&[0.8, 0.6]),
+        top_k: 3,
+        min_similarity: 0.5,
+    };
+    let got: Vec<(&str, f64)> = rank(&items(&texts), &vectors, &query)
+        .into_iter()
+        .map(|r| (texts[r.index], (r.score * 100.0).round() / 100.0))
+        .collect();
+    // "tea" is the only asked word some item has: the tea memory covers all of that weight.
+    assert_eq!(got, [(texts[2], 1.0), (texts[0], 0.8), (texts[1], 0.6)]);
+    // A vector of another dimension is no vector: lexical again.
+    let query = Query {
+        vector: Some(&[1.0, 0.0, 0.0]),
+        ..query
+    };
+    let got: Vec<&str> = rank(&items(&texts), &vectors, &query)
+        .into_iter()
+        .map(|r| texts[r.index])
+        .collect();
+    assert_eq!(got, [texts[2]]);
+}
+
+#[test]
 fn every_v1_answer_feeds_the_mirror_and_scopes_never_mix() {
     let mirror = Mirror::new(1 << 20, None);
     let categories = json!({"categories": [{"name": "profile", "memories": [memory("p1", "Alice lives in Osaka")]}]});
