@@ -277,6 +277,36 @@ def test_memu_down_reads_are_empty_and_commit_raises(
     assert v4.count("list") >= 1
 
 
+def test_memu_down_a_search_gets_a_local_answer_the_client_parses(
+    v4: V4StandIn, make_proxy: Callable[..., Proxy], test_ca: Any
+) -> None:
+    """With ``cache.local_answers`` on, the recall files listed once through the proxy, then the
+    stand-in stopped: a new search gets the file it is about from the proxy's memory mirror
+    (``Cache-Status: …; local``), which memu-cli's ``progressive_retrieve`` returns as it does
+    memU's own answer (a JSON object, ``files`` with a ``score``, ``segments`` and ``resources``
+    empty lists); another API key gets the empty answer."""
+    v4.put(KEY_A, recall_file("tea", "Prefers oolong tea"), recall_file("cat", "Has a cat named Mochi"))
+    local = {"cache": {"local_answers": True}}
+    proxy = make_proxy(v4.url, extra=local, args=["--upstream-ca-file", str(test_ca.ca_file)])
+    client = Cli(f"{proxy.url}/api/v4/memory/", KEY_A)
+    listed = client.list()
+    assert names(listed) == ["cat", "tea"] and client.cache_status == MISS_STORED
+    v4.stop()
+
+    found = client.search("What is my cat called?")
+    assert client.cache_status == "memu-proxy; fwd=miss; detail=connect; local"
+    assert set(found) == set(EMPTY_SEARCH)
+    assert names(found, "files") == ["cat"]
+    cat = found["files"][0]
+    assert 0 < cat.pop("score") <= 1
+    assert cat == listed["recall_files"][0]  # the file as memU listed it
+    assert found["segments"] == [] and found["resources"] == []
+
+    other = Cli(f"{proxy.url}/api/v4/memory/", KEY_B)
+    assert other.search("What is my cat called?") == EMPTY_SEARCH
+    assert other.cache_status == "memu-proxy; fwd=miss; detail=connect"
+
+
 def test_wrong_ca_reads_fall_back_and_writes_fail(
     v4: V4StandIn, make_proxy: Callable[..., Proxy], other_ca: Any
 ) -> None:

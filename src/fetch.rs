@@ -274,6 +274,12 @@ fn store(state: &State, (key, generations): &InflightKey, answer: &Buffered) -> 
     }
     if let Some(mirror) = &state.mirror {
         mirror.observe(key.route, &key.scope, &answer.body, *generations, &purges);
+        // Admitted for its own scope, so from after that scope's last purge: as fresh for the
+        // other scope reading it, whose set starts (or goes on) from that scope's marks now.
+        if let Some(other) = crate::mirror::also_read_by(key) {
+            let (current, purges) = (state.scopes.current(&other), state.scopes.purges(&other));
+            mirror.observe(key.route, &other, &answer.body, current, &purges);
+        }
     }
     state.store.admit(
         key.clone(),

@@ -1,24 +1,28 @@
-//! What the proxy fetches on its own for the memory mirror (v1/v2 scopes, `cache.local_answers`):
+//! What the proxy fetches on its own for the memory mirror (`cache.local_answers`):
 //!
 //! - **Knowing a user before the first question.** The first time a scope is read (once per
-//!   cache TTL), its default categories, with the request memu-py 0.1.8 sends.
-//! - **Re-warming after a write completes.** When a memorize of a scope reports success, that
-//!   scope's default categories again and its most recent read keys that were asked more than
-//!   once (at most [`REWARM_READS`]), at most once per scope per [`REWARM_EVERY`], so the next
-//!   turn's repeat is a fresh hit and the new memory is in the mirror.
+//!   cache TTL), its listing ([`Listing`]): v1/v2 default categories (with the request memu-py
+//!   0.1.8 sends), v3 `categories`, v4's first page of recall files (`GET /api/v4/memory`, as
+//!   memu-cli asks it), memU-server's `/categories` of the user a `/retrieve` names (memU-server
+//!   ignores that user; the proxy uses it only to know whose categories `/retrieve` will show).
+//!   A read of the listing route itself lists nothing more.
+//! - **Re-warming after a write completes** (v1/v2 only). When a memorize of a scope reports
+//!   success, that scope's default categories again and its most recent read keys that were asked
+//!   more than once (at most [`REWARM_READS`]), at most once per scope per [`REWARM_EVERY`], so
+//!   the next turn's repeat is a fresh hit and the new memory is in the mirror.
 //!
 //! Each is an ordinary background fetch (`fetch.rs`): coalesced, inside the background share of
 //! `latency.max_background_fetches`, stored and mirrored as any answer; no client waits for it.
 //! Each is counted (`memu_proxy_mirror_fetches_total{why}`): on the cloud it is a request on the
 //! user's key, which comes from the request that caused it (the read, or the task poll); the proxy
-//! keeps no credential for later. v3, v4 and memU-server scopes are not fetched yet.
+//! keeps no credential for later.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, request, Method, Request};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::cache::{request_key, Invalidate, KeyedRead, Lookup, Scope};
@@ -32,33 +36,138 @@ pub const REWARM_READS: usize = 4;
 /// Shortest time between two re-warms of one scope.
 pub const REWARM_EVERY: Duration = Duration::from_secs(30);
 
-/// Lists `read`'s scope if the mirror has not seen it within the cache TTL, and notes the read
-/// for re-warming. `parts` is the read's head: its base path and credentials are the listing's.
+/// Lists `read`'s scope if the mirror has not seen it within the cache TTL, and notes a v1/v2
+/// read for re-warming. `parts` is the read's head: its base path and credentials are the
+/// listing's; `body` the read's body.
 pub fn first_sight(state: &Arc<State>, read: &KeyedRead, parts: &request::Parts, body: &Bytes) {
     let Some(mirror) = &state.mirror else {
         return;
     };
     let route = read.key.route;
-    if route.generation != Generation::V1 {
-        return;
+    if route.generation == Generation::V1 {
+        mirror.note_read(read, parts.uri.path(), body);
     }
-    mirror.note_read(read, parts.uri.path(), body);
-    let scope = &read.key.scope;
-    if !mirror.first_sight(route, scope, state.store.lifetimes().ttl, Instant::now()) {
-        return;
-    }
-    let PathPattern::Suffix(suffix) = route.path else {
+    let Some(seen) = seen_scope(route, &read.key.scope, body) else {
         return;
     };
-    // A categories read is the listing itself.
-    let categories = ReadRoute(&table::V1_CATEGORIES);
-    if let Some(base) = parts
-        .uri
-        .path()
-        .strip_suffix(suffix)
-        .filter(|_| route != categories)
-    {
-        list(state, base, scope, parts, MirrorFetch::FirstSight);
+    if !mirror.first_sight(route, &seen, state.store.lifetimes().ttl, Instant::now()) {
+        return;
+    }
+    if let Some(listing) = Listing::after(route, parts.uri.path(), &seen) {
+        listing.start(state, parts, MirrorFetch::FirstSight);
+    }
+}
+
+/// The scope a read shows the proxy: its own, or for memU-server's `/retrieve` (keyed under the
+/// global scope) the user its body names, if any.
+fn seen_scope(route: ReadRoute, scope: &Scope, body: &[u8]) -> Option<Scope> {
+    if route != ReadRoute(&table::SERVER_RETRIEVE) {
+        return Some(scope.clone());
+    }
+    let request = serde_json::from_slice::<Value>(body).ok()?;
+    let user = request.get("user_id")?.as_str()?.trim();
+    (!user.is_empty()).then(|| Scope {
+        tenant: scope.tenant,
+        user: user.into(),
+        agent: None,
+    })
+}
+
+/// One background read of a scope's memories, as its generation's client would send it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub route: ReadRoute,
+    pub method: Method,
+    pub path_and_query: String,
+    /// JSON; empty for a GET.
+    pub body: Bytes,
+}
+
+impl Listing {
+    /// The listing of `scope` to fetch after a read of `route` at `path` (its base path kept);
+    /// `None` when the read is the listing itself or its generation has none. Pure.
+    pub fn after(route: ReadRoute, path: &str, scope: &Scope) -> Option<Listing> {
+        let base = path.strip_suffix(pattern(route)?)?;
+        let (row, method, query, body) = match route.generation {
+            Generation::V1 => {
+                let body = json!({"user_id": &*scope.user, "agent_id": scope.agent.as_deref(),
+                                  "include_inactive": false, "want_summary": true});
+                (&table::V1_CATEGORIES, Method::POST, String::new(), body)
+            }
+            Generation::V3 => {
+                // As memu-sdk sends it: no agent_id when there is none.
+                let mut body = json!({ "user_id": &*scope.user });
+                if let Some(agent) = &scope.agent {
+                    body["agent_id"] = json!(agent);
+                }
+                (&table::V3_CATEGORIES, Method::POST, String::new(), body)
+            }
+            Generation::V4 => {
+                // As memu-cli sends it: user_id, agent_id, and no limit (the server's page).
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("user_id", &scope.user)
+                    .append_pair("agent_id", scope.agent.as_deref().unwrap_or("default"))
+                    .finish();
+                let query = format!("?{query}");
+                (&table::V4_LIST, Method::GET, query, Value::Null)
+            }
+            Generation::Server => {
+                let mut body = json!({ "user_id": &*scope.user });
+                if let Some(agent) = &scope.agent {
+                    body["agent_id"] = json!(agent);
+                }
+                (&table::SERVER_CATEGORIES, Method::POST, String::new(), body)
+            }
+        };
+        let listing = ReadRoute(row);
+        if route == listing {
+            return None;
+        }
+        let body = match body {
+            Value::Null => Bytes::new(),
+            body => Bytes::from(body.to_string()),
+        };
+        Some(Listing {
+            route: listing,
+            method,
+            path_and_query: format!("{base}{}{query}", pattern(listing)?),
+            body,
+        })
+    }
+
+    /// Starts it in the background with `head`'s credentials, unless the cache holds it fresh.
+    fn start(self, state: &Arc<State>, head: &request::Parts, why: MirrorFetch) {
+        let mut request = Request::builder()
+            .method(self.method.clone())
+            .uri(&self.path_and_query)
+            .header(header::ACCEPT, "application/json");
+        if !self.body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(auth) = head.headers.get(header::AUTHORIZATION) {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        let Ok(request) = request.body(()) else {
+            return;
+        };
+        let (parts, ()) = request.into_parts();
+        let Some(read) = request_key(self.route, &parts, &self.body) else {
+            return;
+        };
+        let generations = state.scopes.current(&read.key.scope);
+        if let Lookup::Fresh(_) = state.store.lookup(&read.key, generations, Instant::now()) {
+            return;
+        }
+        state.metrics.mirror_fetch(why);
+        start_background(state, &read, generations, &parts, self.body);
+    }
+}
+
+/// The path suffix a route's path ends with.
+fn pattern(route: ReadRoute) -> Option<&'static str> {
+    match route.path {
+        PathPattern::Suffix(suffix) | PathPattern::Root(suffix) => Some(suffix),
+        PathPattern::Task(_) | PathPattern::RootTask(_) => None,
     }
 }
 
@@ -95,42 +204,26 @@ pub fn after_write(
 
 /// Starts the background fetch of `scope`'s default categories under `base`.
 fn list(state: &Arc<State>, base: &str, scope: &Scope, head: &request::Parts, why: MirrorFetch) {
-    let PathPattern::Suffix(listing) = table::V1_CATEGORIES.path else {
-        return;
-    };
-    let body = json!({"user_id": &*scope.user, "agent_id": scope.agent.as_deref(),
-                      "include_inactive": false, "want_summary": true});
-    let path = format!("{base}{listing}");
-    fetch(state, &path, Bytes::from(body.to_string()), head, why);
+    let related = ReadRoute::V1_RELATED;
+    let path = format!("{base}{}", pattern(related).unwrap_or_default());
+    if let Some(listing) = Listing::after(related, &path, scope) {
+        listing.start(state, head, why);
+    }
 }
 
-/// Starts the background fetch of one v1/v2 read, with `head`'s credentials, unless the cache
-/// holds it fresh.
+/// Starts the background fetch of one remembered v1/v2 read, with `head`'s credentials, unless
+/// the cache holds it fresh.
 fn fetch(state: &Arc<State>, path: &str, body: Bytes, head: &request::Parts, why: MirrorFetch) {
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, "application/json");
-    if let Some(auth) = head.headers.get(header::AUTHORIZATION) {
-        request = request.header(header::AUTHORIZATION, auth);
-    }
-    let Ok(request) = request.body(()) else {
-        return;
-    };
-    let (parts, ()) = request.into_parts();
     let Some(route) = v1_read_route(path) else {
         return;
     };
-    let Some(read) = request_key(route, &parts, &body) else {
-        return;
+    let read = Listing {
+        route,
+        method: Method::POST,
+        path_and_query: path.into(),
+        body,
     };
-    let generations = state.scopes.current(&read.key.scope);
-    if let Lookup::Fresh(_) = state.store.lookup(&read.key, generations, Instant::now()) {
-        return;
-    }
-    state.metrics.mirror_fetch(why);
-    start_background(state, &read, generations, &parts, body);
+    read.start(state, head, why);
 }
 
 /// The v1/v2 read row a path is.
@@ -141,6 +234,6 @@ fn v1_read_route(path: &str) -> Option<ReadRoute> {
         &table::V1_CLUSTERED,
     ]
     .into_iter()
-    .find(|row| matches!(row.path, PathPattern::Suffix(s) if path.ends_with(s)))
     .map(ReadRoute)
+    .find(|route| pattern(*route).is_some_and(|p| path.ends_with(p)))
 }

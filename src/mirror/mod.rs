@@ -9,14 +9,20 @@
 //! local answer. Bounded in bytes (its own share of `cache.max_bytes`), least recently used
 //! scope out first, and at most [`MAX_ITEMS`] items per scope (the least recently seen out).
 //!
-//! Today the v1/v2 generation is mirrored (`related_memories`, and the memories inside
-//! `default-categories` and clustered categories) and answered (`related-memory-items`); ranking
-//! is lexical (`rank.rs`), or by embeddings when `[local_answers] embeddings_url` is set
-//! (`embed.rs`); the answer is built in `answer.rs`.
+//! Every generation is mirrored, each in its own set (their shapes differ): where its answers
+//! hold items is `items.rs`. Each generation's query-bearing read is answered (v1/v2
+//! `related-memory-items`, v3 `retrieve`, v4 `search`, memU-server `/retrieve`): ranking is
+//! lexical (`rank.rs`), done once in `answer.rs`, and the route's shape built in `shapes.rs`.
+//! memU-server's `/retrieve` reads every user's memories, so its set is the tenant's
+//! [`Scope::global`] one, fed by `/retrieve` answers and by every user's `/categories` answers
+//! ([`also_read_by`]); any `/clear` empties it. With `[local_answers] embeddings_url`, items and
+//! queries also have vectors (`embed.rs`), and an item with one ranks by cosine.
 
 mod answer;
 mod embed;
+mod items;
 mod rank;
+mod shapes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,10 +38,11 @@ use tokio::time::Instant;
 
 use crate::cache::{CacheKey, Generations, KeyedRead, Scope};
 use crate::metrics;
-use crate::routes::{field, Field, Generation, ReadRoute};
+use crate::routes::{table, Generation, ReadRoute};
 
 pub use answer::{local_answer, Asked};
 pub use embed::{Embedder, QueryVector, Vector};
+pub use items::{items_of, Kind};
 pub use rank::Ranked;
 
 /// Most items kept per scope.
@@ -44,8 +51,11 @@ pub const MAX_ITEMS: usize = 256;
 /// One memory as memU sent it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
+    /// Which list of its generation's answers it belongs in.
+    pub kind: Kind,
+    /// memU's id, or one derived from its content (`items.rs`).
     pub id: Box<str>,
-    /// What ranking reads: the content (or summary).
+    /// What ranking reads (`items.rs`: the content, summary or text).
     pub text: Box<str>,
     /// The item exactly as memU sent it (after this replica's `compat` repairs).
     pub json: Value,
@@ -241,13 +251,13 @@ impl Mirror {
         generations: Generations,
         purges: &Generations,
     ) {
-        if route.generation != Generation::V1 || generations.predates(purges) {
+        if generations.predates(purges) {
             return;
         }
         let Ok(answer) = serde_json::from_slice::<Value>(body) else {
             return;
         };
-        let found = v1_items(&answer);
+        let found = items_of(route.generation, &answer);
         if found.is_empty() {
             return;
         }
@@ -264,7 +274,8 @@ impl Mirror {
         };
         let arrived = found.len();
         for item in found {
-            set.items.retain(|kept| kept.id != item.id);
+            set.items
+                .retain(|kept| kept.kind != item.kind || kept.id != item.id);
             set.items.push(item);
         }
         let over = set.items.len().saturating_sub(MAX_ITEMS);
@@ -309,37 +320,10 @@ impl Mirror {
     }
 }
 
-/// Where v1/v2 answers hold memory items: each `memory` of `related_memories`, and the
-/// `memories` of each (clustered) category.
-fn v1_items(answer: &Value) -> Vec<Item> {
-    const RELATED: Field = &["related_memories"];
-    const CATEGORIES: [Field; 2] = [&["categories"], &["clustered_categories"]];
-    let mut items = Vec::new();
-    if let Some(Value::Array(related)) = field(answer, RELATED) {
-        items.extend(related.iter().filter_map(|r| item(r.get("memory")?)));
-    }
-    for at in CATEGORIES {
-        if let Some(Value::Array(categories)) = field(answer, at) {
-            for category in categories {
-                if let Some(Value::Array(memories)) = category.get("memories") {
-                    items.extend(memories.iter().filter_map(item));
-                }
-            }
-        }
-    }
-    items
-}
-
-/// A v1 memory object: `memory_id` and `content` are what make it an item.
-fn item(memory: &Value) -> Option<Item> {
-    let id = memory.get("memory_id")?.as_str()?;
-    let text = memory.get("content")?.as_str()?;
-    Some(Item {
-        id: id.into(),
-        text: text.into(),
-        json: memory.clone(),
-        terms: rank::terms(text),
-    })
+/// The other scope whose reads also see the items of an answer keyed `key`: the tenant's
+/// [`Scope::global`] for memU-server's `/categories`, since `/retrieve` reads every user's.
+pub fn also_read_by(key: &CacheKey) -> Option<Scope> {
+    (key.route == ReadRoute(&table::SERVER_CATEGORIES)).then(|| Scope::global(key.scope.tenant))
 }
 
 impl std::fmt::Debug for Mirror {
@@ -370,5 +354,7 @@ impl Collector for Mirror {
     }
 }
 
+#[cfg(test)]
+mod items_tests;
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use crate::cache::normalize::normalize_query;
 use crate::cache::similar::Shape;
 
 use super::embed::{cosine, Vector};
-use super::Item;
+use super::{Item, Kind};
 
 /// The terms a text is found by.
 pub fn terms(text: &str) -> Vec<Box<str>> {
@@ -36,7 +36,7 @@ pub struct Ranked {
     pub score: f64,
 }
 
-/// A lexical match below this share of the best one is dropped: what it shares with the query
+/// A lexical match below this share of the best one of its kind is dropped: what it shares with the query
 /// is a common word ("my", "I"), not the subject the best match shares.
 const NEAR_BEST: f64 = 0.5;
 
@@ -53,7 +53,15 @@ pub struct Query<'a> {
 /// `min_similarity` and above 0. `vectors` holds each item's vector, if it has one, by index.
 pub fn rank(items: &[Item], vectors: &[Option<Vector>], query: &Query<'_>) -> Vec<Ranked> {
     let lexical = lexical(items, query.text);
-    let best_lexical = lexical.iter().copied().fold(0.0, f64::max);
+    // The best lexical score of each kind (memories, categories, …: lists of their own).
+    let mut best: Vec<(Kind, f64)> = Vec::new();
+    for (item, &score) in items.iter().zip(&lexical) {
+        match best.iter_mut().find(|(kind, _)| *kind == item.kind) {
+            Some((_, top)) => *top = top.max(score),
+            None => best.push((item.kind, score)),
+        }
+    }
+    let best_of = |kind: Kind| best.iter().find(|(k, _)| *k == kind).map_or(0.0, |b| b.1);
     let mut ranked: Vec<Ranked> = lexical
         .into_iter()
         .enumerate()
@@ -61,7 +69,7 @@ pub fn rank(items: &[Item], vectors: &[Option<Vector>], query: &Query<'_>) -> Ve
             let vector = vectors.get(index).and_then(Option::as_deref);
             let score = match query.vector.zip(vector).and_then(|(q, v)| cosine(q, v)) {
                 Some(cosine) => cosine,
-                None if lexical >= NEAR_BEST * best_lexical => lexical,
+                None if lexical >= NEAR_BEST * best_of(items[index].kind) => lexical,
                 None => return None,
             };
             Some(Ranked { index, score })

@@ -41,6 +41,7 @@ fn items(texts: &[&str]) -> Vec<Item> {
         .iter()
         .enumerate()
         .map(|(i, text)| Item {
+            kind: Kind::Memory,
             id: i.to_string().into(),
             text: (*text).into(),
             json: memory(&i.to_string(), text),
