@@ -6,9 +6,11 @@
 //!   memu-cli asks it), memU-server's `/categories` of the user a `/retrieve` names (memU-server
 //!   ignores that user; the proxy uses it only to know whose categories `/retrieve` will show).
 //!   A read of the listing route itself lists nothing more.
-//! - **Re-warming after a write completes** (v1/v2 only). When a memorize of a scope reports
-//!   success, that scope's default categories again and its most recent read keys that were asked
-//!   more than once (at most [`REWARM_READS`]), at most once per scope per [`REWARM_EVERY`], so
+//! - **Re-warming after a write completes** ([`Rewarm`]). When a memorize of a scope reports
+//!   success (v1/v2, v3, memU-server: their status polls; v4 has no memorize, only the commit,
+//!   a purge), that scope's listing again and its most recent read keys that were asked more than
+//!   once (at most [`REWARM_READS`]; POST reads of the scope's own key, so not memU-server's
+//!   `/retrieve`, which is keyed for every user), at most once per scope per [`REWARM_EVERY`], so
 //!   the next turn's repeat is a fresh hit and the new memory is in the mirror.
 //!
 //! Each is an ordinary background fetch (`fetch.rs`): coalesced, inside the background share of
@@ -28,7 +30,7 @@ use tokio::time::Instant;
 use crate::cache::{request_key, Invalidate, KeyedRead, Lookup, Scope};
 use crate::fetch::start_background;
 use crate::metrics::MirrorFetch;
-use crate::routes::{table, Generation, PathPattern, ReadRoute};
+use crate::routes::{table, Generation, PathPattern, ReadRoute, WriteRoute};
 use crate::state::State;
 
 /// Most repeated read keys re-fetched per scope after a write.
@@ -44,7 +46,7 @@ pub fn first_sight(state: &Arc<State>, read: &KeyedRead, parts: &request::Parts,
         return;
     };
     let route = read.key.route;
-    if route.generation == Generation::V1 {
+    if parts.method == Method::POST {
         mirror.note_read(read, parts.uri.path(), body);
     }
     let Some(seen) = seen_scope(route, &read.key.scope, body) else {
@@ -171,69 +173,68 @@ fn pattern(route: ReadRoute) -> Option<&'static str> {
     }
 }
 
-/// After a v1/v2 memorize under `base` (`/api/v1`, …) succeeded: re-warms each scope it wrote.
-/// `head` is the request that saw the success (a status poll): its credentials are used.
+/// Where a memorize's scopes are re-warmed once it succeeds: under its base path, with its
+/// generation's query-bearing read (whose listing and repeated reads are fetched again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewarm {
+    query: ReadRoute,
+    base: Box<str>,
+}
+
+impl Rewarm {
+    /// For a memorize of `route` at `path`; `None` for a purge, or a generation without one. Pure.
+    pub fn after(route: WriteRoute, path: &str) -> Option<Rewarm> {
+        if route.kind != crate::routes::WriteKind::Supersede {
+            return None;
+        }
+        let query = match route.generation {
+            Generation::V1 => &table::V1_RELATED,
+            Generation::V3 => &table::V3_RETRIEVE,
+            Generation::Server => &table::SERVER_RETRIEVE,
+            Generation::V4 => return None,
+        };
+        let (PathPattern::Suffix(suffix) | PathPattern::Root(suffix)) = route.path else {
+            return None;
+        };
+        Some(Rewarm {
+            query: ReadRoute(query),
+            base: path.strip_suffix(suffix)?.into(),
+        })
+    }
+}
+
+/// After a memorize succeeded: re-warms each scope it wrote, as `rewarm` says. `head` is the
+/// request that saw the success (a status poll): its credentials are used.
 pub fn after_write(
     state: &Arc<State>,
-    base: &str,
+    rewarm: &Rewarm,
     targets: &[(Scope, Invalidate)],
     head: &request::Parts,
 ) {
     let Some(mirror) = &state.mirror else {
         return;
     };
-    let route = ReadRoute::V1_RELATED;
+    let route = rewarm.query;
+    let Some(query_path) = pattern(route).map(|p| format!("{}{p}", rewarm.base)) else {
+        return;
+    };
     for (scope, what) in targets {
         if *what == Invalidate::Everything
             || !mirror.rewarm_due(route, scope, REWARM_EVERY, Instant::now())
         {
             continue;
         }
-        list(state, base, scope, head, MirrorFetch::Rewarm);
-        for read in mirror.repeated_reads(route, scope, REWARM_READS) {
-            fetch(
-                state,
-                &read.path,
-                read.body.clone(),
-                head,
-                MirrorFetch::Rewarm,
-            );
+        if let Some(listing) = Listing::after(route, &query_path, scope) {
+            listing.start(state, head, MirrorFetch::Rewarm);
+        }
+        for read in mirror.repeated_reads(route, scope, *what, REWARM_READS) {
+            let read = Listing {
+                route: read.route(),
+                method: Method::POST,
+                path_and_query: read.path.into(),
+                body: read.body,
+            };
+            read.start(state, head, MirrorFetch::Rewarm);
         }
     }
-}
-
-/// Starts the background fetch of `scope`'s default categories under `base`.
-fn list(state: &Arc<State>, base: &str, scope: &Scope, head: &request::Parts, why: MirrorFetch) {
-    let related = ReadRoute::V1_RELATED;
-    let path = format!("{base}{}", pattern(related).unwrap_or_default());
-    if let Some(listing) = Listing::after(related, &path, scope) {
-        listing.start(state, head, why);
-    }
-}
-
-/// Starts the background fetch of one remembered v1/v2 read, with `head`'s credentials, unless
-/// the cache holds it fresh.
-fn fetch(state: &Arc<State>, path: &str, body: Bytes, head: &request::Parts, why: MirrorFetch) {
-    let Some(route) = v1_read_route(path) else {
-        return;
-    };
-    let read = Listing {
-        route,
-        method: Method::POST,
-        path_and_query: path.into(),
-        body,
-    };
-    read.start(state, head, why);
-}
-
-/// The v1/v2 read row a path is.
-fn v1_read_route(path: &str) -> Option<ReadRoute> {
-    [
-        &table::V1_RELATED,
-        &table::V1_CATEGORIES,
-        &table::V1_CLUSTERED,
-    ]
-    .into_iter()
-    .map(ReadRoute)
-    .find(|route| pattern(*route).is_some_and(|p| path.ends_with(p)))
 }

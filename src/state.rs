@@ -20,6 +20,7 @@ use crate::cache::{CacheKey, Generations, Invalidate, Lifetimes, Scope, Scopes, 
 use crate::circuit::{Circuit, Guards};
 use crate::config::Config;
 use crate::decide::Fetched;
+use crate::listing::Rewarm;
 use crate::metrics::{self, InvalidationCause, Metrics};
 use crate::mirror::{Embedder, Mirror};
 use crate::routes::{TaskSpec, WriteKind};
@@ -40,9 +41,9 @@ pub struct TrackedTask {
     pub targets: Arc<[(Scope, Invalidate)]>,
     pub kind: WriteKind,
     pub spec: TaskSpec,
-    /// For a v1/v2 memorize with local answers on: the base path (`/api/v1`, …) its scopes are
-    /// re-warmed under once it succeeds (`listing.rs`).
-    pub rewarm_base: Option<Box<str>>,
+    /// For a memorize with local answers on: how its scopes are re-warmed once it succeeds
+    /// (`listing.rs`).
+    pub rewarm: Option<Rewarm>,
 }
 
 /// Lets a repeated WARN through at most once per `every`, and says how many were held back.

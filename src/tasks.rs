@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::cache::{Invalidate, Scope};
 use crate::exchange::{deadline, forward_buffered};
-use crate::listing;
+use crate::listing::{self, Rewarm};
 use crate::metrics::InvalidationCause;
 use crate::outcome::RouteClassLabel;
 use crate::routes::{field, TaskSpec, WriteKind};
@@ -41,7 +41,7 @@ pub fn track(
     targets: Arc<[(Scope, Invalidate)]>,
     kind: WriteKind,
     spec: TaskSpec,
-    rewarm_base: Option<Box<str>>,
+    rewarm: Option<Rewarm>,
 ) {
     state.tasks.insert(
         task_id.clone(),
@@ -49,7 +49,7 @@ pub fn track(
             targets,
             kind,
             spec,
-            rewarm_base,
+            rewarm,
         },
     );
     let Ok(permit) = Arc::clone(&state.task_pollers).try_acquire_owned() else {
@@ -74,16 +74,15 @@ pub fn observe(state: &Arc<State>, task_id: &str, body: &[u8], head: &request::P
     match outcome(&tracked.spec, body) {
         Some(true) => {
             if let Some((_, tracked)) = state.tasks.remove(task_id) {
-                let rewarm =
-                    (tracked.rewarm_base.clone()).map(|b| (b, Arc::clone(&tracked.targets)));
+                let rewarm = (tracked.rewarm.clone()).map(|r| (r, Arc::clone(&tracked.targets)));
                 state.invalidate_all_now(
                     tracked.targets,
                     tracked.kind,
                     InvalidationCause::TaskSuccess,
                 );
                 // After the local invalidation, so what it fetches is current.
-                if let Some((base, targets)) = rewarm {
-                    listing::after_write(state, &base, &targets, head);
+                if let Some((rewarm, targets)) = rewarm {
+                    listing::after_write(state, &rewarm, &targets, head);
                 }
             }
             true

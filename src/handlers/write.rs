@@ -28,10 +28,11 @@ use crate::body::ProxyBody;
 use crate::cache::{request_tenant, write_targets, Invalidate, Reading, Scope};
 use crate::error::ProxyError;
 use crate::exchange::{forward_buffered, read_body, write_deadline, Exchanged};
+use crate::listing::Rewarm;
 use crate::metrics::{InvalidationCause, Unscoped};
 use crate::outcome::{Handled, Outcome, RouteClassLabel};
 use crate::respond::forwarded;
-use crate::routes::{field, Generation, PathPattern, WriteKind, WriteRoute};
+use crate::routes::{field, WriteKind, WriteRoute};
 use crate::state::State;
 use crate::tasks;
 use crate::upstream::UpstreamError;
@@ -90,25 +91,13 @@ async fn exchange(
     if let (Ok(answer), Some(spec)) = (&exchanged.result, route.task) {
         if answer.status.is_success() {
             if let Some(task_id) = task_id(&answer.body, spec.id) {
-                let rewarm = rewarm_base(&state, route, &parts);
+                let rewarm =
+                    (state.mirror.as_ref()).and_then(|_| Rewarm::after(route, parts.uri.path()));
                 tasks::track(&state, &parts, task_id, targets, route.kind, spec, rewarm);
             }
         }
     }
     exchanged
-}
-
-/// The base path a v1/v2 memorize's scopes are re-warmed under when it succeeds, with local
-/// answers on (`listing.rs`).
-fn rewarm_base(state: &State, route: WriteRoute, parts: &request::Parts) -> Option<Box<str>> {
-    state.mirror.as_ref()?;
-    let PathPattern::Suffix(suffix) = route.path else {
-        return None;
-    };
-    (route.generation == Generation::V1)
-        .then(|| parts.uri.path().strip_suffix(suffix))
-        .flatten()
-        .map(Into::into)
 }
 
 /// Whether memU applied a write, as far as its answer tells.

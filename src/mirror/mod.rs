@@ -36,7 +36,7 @@ use quick_cache::Weighter;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::cache::{CacheKey, Generations, KeyedRead, Scope};
+use crate::cache::{CacheKey, Generations, Invalidate, KeyedRead, Scope};
 use crate::metrics;
 use crate::routes::{table, Generation, ReadRoute};
 
@@ -98,7 +98,7 @@ fn item_bytes(item: &Item) -> usize {
 /// Most scopes whose listing time is remembered (`listing.rs`).
 const MAX_LISTED: usize = 16_384;
 
-/// Most distinct reads remembered per scope for re-warming (`listing.rs`).
+/// Most distinct reads remembered per user (all agents) for re-warming (`listing.rs`).
 const RECENT_READS: usize = 8;
 /// Largest read body remembered for re-warming.
 const MAX_RECENT_BODY: usize = 4096;
@@ -110,6 +110,13 @@ pub struct RecentRead {
     pub path: Box<str>,
     pub body: Bytes,
     asked: u32,
+}
+
+impl RecentRead {
+    /// The read's route.
+    pub fn route(&self) -> ReadRoute {
+        self.key.route
+    }
 }
 
 /// The mirror.
@@ -175,13 +182,13 @@ impl Mirror {
         true
     }
 
-    /// Remembers a read of its scope (its path and body, not its credentials).
+    /// Remembers a read of its scope (its path and body, not its credentials), among its user's.
     pub fn note_read(&self, read: &KeyedRead, path: &str, body: &Bytes) {
         if body.len() > MAX_RECENT_BODY {
             return;
         }
         let key = Key {
-            scope: read.key.scope.clone(),
+            scope: user_of(&read.key.scope),
             generation: read.key.route.generation,
         };
         let mut reads = self
@@ -204,19 +211,31 @@ impl Mirror {
         self.reads.insert(key, Arc::new(reads));
     }
 
-    /// The most recent reads of `scope` that were asked more than once, at most `n`.
-    pub fn repeated_reads(&self, route: ReadRoute, scope: &Scope, n: usize) -> Vec<RecentRead> {
+    /// The most recent reads a write of `scope` changed (`what`: of the scope and of its user
+    /// without an agent, or of every agent of its user) that were asked more than once, at most
+    /// `n`.
+    pub fn repeated_reads(
+        &self,
+        route: ReadRoute,
+        scope: &Scope,
+        what: Invalidate,
+        n: usize,
+    ) -> Vec<RecentRead> {
         let key = Key {
-            scope: scope.clone(),
+            scope: user_of(scope),
             generation: route.generation,
         };
         let Some(reads) = self.reads.get(&key) else {
             return Vec::new();
         };
+        let changed = |read: &Scope| match what {
+            Invalidate::Agent => read.agent.is_none() || read.agent == scope.agent,
+            Invalidate::AllAgents | Invalidate::Everything => true,
+        };
         reads
             .iter()
             .rev()
-            .filter(|r| r.asked > 1)
+            .filter(|r| r.asked > 1 && changed(&r.key.scope))
             .take(n)
             .cloned()
             .collect()
@@ -324,6 +343,15 @@ impl Mirror {
 /// [`Scope::global`] for memU-server's `/categories`, since `/retrieve` reads every user's.
 pub fn also_read_by(key: &CacheKey) -> Option<Scope> {
     (key.route == ReadRoute(&table::SERVER_CATEGORIES)).then(|| Scope::global(key.scope.tenant))
+}
+
+/// The scope of every agent of `scope`'s user, under which that user's reads are remembered.
+fn user_of(scope: &Scope) -> Scope {
+    Scope {
+        tenant: scope.tenant,
+        user: scope.user.clone(),
+        agent: None,
+    }
 }
 
 impl std::fmt::Debug for Mirror {
