@@ -6,7 +6,7 @@
 //!   memu-cli asks it), memU-server's `/categories` of the user a `/retrieve` names (memU-server
 //!   ignores that user; the proxy uses it only to know whose categories `/retrieve` will show).
 //!   A read of the listing route itself lists nothing more.
-//! - **Re-warming after a write completes** ([`Rewarm`]). When a memorize of a scope reports
+//! - **Re-warming after a write completes** ([`Rewarm`], in `mirror/`). When a memorize of a scope reports
 //!   success (v1/v2, v3, memU-server: their status polls; v4 has no memorize, only the commit,
 //!   a purge), that scope's listing again and its most recent read keys that were asked more than
 //!   once (at most [`REWARM_READS`]; POST reads of the scope's own key, so not memU-server's
@@ -30,7 +30,8 @@ use tokio::time::Instant;
 use crate::cache::{request_key, Invalidate, KeyedRead, Lookup, Scope};
 use crate::fetch::start_background;
 use crate::metrics::MirrorFetch;
-use crate::routes::{table, Generation, PathPattern, ReadRoute, WriteRoute};
+use crate::mirror::Rewarm;
+use crate::routes::{table, Generation, PathPattern, ReadRoute};
 use crate::state::State;
 
 /// Most repeated read keys re-fetched per scope after a write.
@@ -170,36 +171,6 @@ fn pattern(route: ReadRoute) -> Option<&'static str> {
     match route.path {
         PathPattern::Suffix(suffix) | PathPattern::Root(suffix) => Some(suffix),
         PathPattern::Task(_) | PathPattern::RootTask(_) => None,
-    }
-}
-
-/// Where a memorize's scopes are re-warmed once it succeeds: under its base path, with its
-/// generation's query-bearing read (whose listing and repeated reads are fetched again).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rewarm {
-    query: ReadRoute,
-    base: Box<str>,
-}
-
-impl Rewarm {
-    /// For a memorize of `route` at `path`; `None` for a purge, or a generation without one. Pure.
-    pub fn after(route: WriteRoute, path: &str) -> Option<Rewarm> {
-        if route.kind != crate::routes::WriteKind::Supersede {
-            return None;
-        }
-        let query = match route.generation {
-            Generation::V1 => &table::V1_RELATED,
-            Generation::V3 => &table::V3_RETRIEVE,
-            Generation::Server => &table::SERVER_RETRIEVE,
-            Generation::V4 => return None,
-        };
-        let (PathPattern::Suffix(suffix) | PathPattern::Root(suffix)) = route.path else {
-            return None;
-        };
-        Some(Rewarm {
-            query: ReadRoute(query),
-            base: path.strip_suffix(suffix)?.into(),
-        })
     }
 }
 

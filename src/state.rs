@@ -20,9 +20,8 @@ use crate::cache::{CacheKey, Generations, Invalidate, Lifetimes, Scope, Scopes, 
 use crate::circuit::{Circuit, Guards};
 use crate::config::Config;
 use crate::decide::Fetched;
-use crate::listing::Rewarm;
 use crate::metrics::{self, InvalidationCause, Metrics};
-use crate::mirror::{Embedder, Mirror};
+use crate::mirror::{Embedder, Mirror, Rewarm};
 use crate::routes::{TaskSpec, WriteKind};
 use crate::shared::SharedTier;
 use crate::upstream::Upstream;

@@ -18,8 +18,9 @@ use tokio::time::Instant;
 
 use crate::cache::{Invalidate, Scope};
 use crate::exchange::{deadline, forward_buffered};
-use crate::listing::{self, Rewarm};
+use crate::listing;
 use crate::metrics::InvalidationCause;
+use crate::mirror::Rewarm;
 use crate::outcome::RouteClassLabel;
 use crate::routes::{field, TaskSpec, WriteKind};
 use crate::state::{State, TrackedTask};

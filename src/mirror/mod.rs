@@ -22,6 +22,7 @@ mod answer;
 mod embed;
 mod items;
 mod rank;
+mod rewarm;
 mod shapes;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use answer::{local_answer, Asked};
 pub use embed::{Embedder, QueryVector, Vector};
 pub use items::{items_of, Kind};
 pub use rank::Ranked;
+pub use rewarm::Rewarm;
 
 /// Most items kept per scope.
 pub const MAX_ITEMS: usize = 256;
