@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::body::{full, ProxyBody};
 use crate::cache::inflight::{Joined, Lease};
-use crate::cache::{Entry, Generations, KeyedRead};
+use crate::cache::{CacheKey, Entry, Generations, KeyedRead};
 use crate::circuit::Guards;
 use crate::decide::{admit, judge, repair, Fetched, Judgement};
 use crate::error::ProxyError;
@@ -255,9 +255,31 @@ fn from_shared(
         if let Some((index, _)) = &state.similar {
             index.insert(key);
         }
+        mirror(state, key, *generations, &purges, &entry.body);
         state.store.insert(key.clone(), Arc::clone(&entry));
     }
     Some(entry)
+}
+
+/// Gives an admitted answer's items to the memory mirror (`cache.local_answers`), whether memU
+/// sent it to this replica or another one stored it in the shared tier.
+fn mirror(
+    state: &State,
+    key: &CacheKey,
+    generations: Generations,
+    purges: &Generations,
+    body: &[u8],
+) {
+    let Some(mirror) = &state.mirror else {
+        return;
+    };
+    mirror.observe(key.route, &key.scope, body, generations, purges);
+    // Admitted for its own scope, so from after that scope's last purge: as fresh for the other
+    // scope reading it, whose set starts (or goes on) from that scope's marks now.
+    if let Some(other) = crate::mirror::also_read_by(key) {
+        let (current, purges) = (state.scopes.current(&other), state.scopes.purges(&other));
+        mirror.observe(key.route, &other, body, current, &purges);
+    }
 }
 
 /// Stores a cacheable answer when [`admit`] allows; true if it was stored.
@@ -272,15 +294,7 @@ fn store(state: &State, (key, generations): &InflightKey, answer: &Buffered) -> 
     if let Some((index, _)) = &state.similar {
         index.insert(key);
     }
-    if let Some(mirror) = &state.mirror {
-        mirror.observe(key.route, &key.scope, &answer.body, *generations, &purges);
-        // Admitted for its own scope, so from after that scope's last purge: as fresh for the
-        // other scope reading it, whose set starts (or goes on) from that scope's marks now.
-        if let Some(other) = crate::mirror::also_read_by(key) {
-            let (current, purges) = (state.scopes.current(&other), state.scopes.purges(&other));
-            mirror.observe(key.route, &other, &answer.body, current, &purges);
-        }
-    }
+    mirror(state, key, *generations, &purges, &answer.body);
     state.store.admit(
         key.clone(),
         &answer.body,

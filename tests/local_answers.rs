@@ -199,3 +199,34 @@ async fn after_a_memorize_succeeds_the_scope_is_rewarmed_and_the_repeat_is_a_hit
         "listing + one repeated read"
     );
 }
+
+#[tokio::test]
+async fn an_answer_from_the_shared_tier_feeds_this_replicas_mirror_too() {
+    let redis = support::redis::RedisServer::start();
+    let memu = MemU::start().await;
+    memu.seed("u", "a", CAT);
+    memu.seed("u", "a", WORK);
+    // No listing reaches either replica: only the answer A fetches, which B finds in Redis.
+    memu.set_route_latency("default-categories", Duration::from_secs(30));
+    let local = |s: &mut Settings| {
+        s.cache.local_answers = true;
+        s.latency.budget_ms = 200;
+    };
+    let a = support::redis::replica(&memu, &redis.url(), local).await;
+    let b = support::redis::replica(&memu, &redis.url(), local).await;
+    let about = ask("u", "tell me about myself");
+    assert_next_read_misses(&a, &about).await;
+    wait_until("the answer in Redis", 5, || async {
+        redis.keys().contains("memu-proxy:e:")
+    })
+    .await;
+    let shared = post(&b.url(RELATED), &about).await;
+    assert_eq!(shared.cache_status(), "memu-proxy; hit; detail=shared");
+    memu.set_route_latency("related-memory-items", Duration::from_secs(1));
+    let reply = post(&b.url(RELATED), &ask("u", "What is my cat called?")).await;
+    assert_eq!(reply.cache_status(), LOCAL_BUDGET, "{}", reply.text());
+    assert_eq!(
+        reply.json()["related_memories"][0]["memory"]["content"],
+        CAT
+    );
+}
