@@ -25,12 +25,12 @@
 //! | [`exchange`] | read a request body; one buffered exchange with memU within a deadline |
 //! | [`respond`] | response builders: forwarded, streamed, hit, stale, fallback, JSON |
 //! | [`state`] | what every handler shares; builds the metrics registry |
-//! | [`mirror`] | the memory items seen per scope, ranked into a local answer when memU cannot answer |
+//! | [`mirror`] | the memory items seen per scope, ranked (lexically, or by embeddings) into a local answer when memU cannot answer |
 //! | [`decide`] | pure decisions: judge an upstream result, admit, what a waiter answers |
 //! | [`error`] | the proxy's own error responses, one status per condition |
 //! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
-//! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations and purge marks, what a write touches, coalescing |
 //! | [`shared`] | the optional shared tier on Redis: lookups, stores, locks, the invalidation stream |
+//! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations and purge marks, what a write touches, coalescing |
 //! | [`upstream`] | the pooled client (plain or TLS), URI rewrite, hop-by-hop headers, deadline |
 //! | [`location`] | memU's redirects rewritten to come back through the proxy (pure) |
 //! | [`tls`] | rustls client config (system roots + `upstream.ca_file`), TLS rejections, their log |

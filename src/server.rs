@@ -44,7 +44,7 @@ pub struct ConnectionBounds {
 /// The runtime of one worker: a current-thread tokio runtime. Every worker runs its own, and
 /// with its own listener a connection is served start to end on the thread that accepted it,
 /// without the work-stealing runtime's wake-ups between threads, which cost more than a hit's
-/// work here (`README.md`). The upstream pool and a miss's coalesced fetch are shared, so a miss
+/// work here (`docs/benchmarks.md`). The upstream pool and a miss's coalesced fetch are shared, so a miss
 /// may still wake another worker.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

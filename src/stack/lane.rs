@@ -4,7 +4,7 @@
 //! prewarm, a retried turn, the same question again. On such a hit every layer under `finish`
 //! passes the request through untouched (the body limit, the sensitive-header marks, the panic
 //! guard) and the request id is only copied, yet each took its share of a hit's CPU
-//! (`README.md`, "CPU per hit"). So the lane looks at a request's head, and when the request can
+//! (`docs/benchmarks.md`, "CPU per hit"). So the lane looks at a request's head, and when the request can
 //! only be a plain retrieval with a small body, reads that body and asks the cache
 //! ([`read::fresh_hit`]). A fresh answer is sent from here, finished exactly as the layers finish
 //! it: the same response ([`respond::hit`](crate::respond::hit)), the request id
