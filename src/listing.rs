@@ -1,7 +1,7 @@
 //! What the proxy fetches on its own for the memory mirror (`cache.local_answers`):
 //!
 //! - **Knowing a user before the first question.** The first time a scope is read (once per
-//!   cache TTL), its listing ([`Listing`]): v1/v2 default categories (with the request memu-py
+//!   cache TTL), its listing ([`OwnRead::listing`]): v1/v2 default categories (with the request memu-py
 //!   0.1.8 sends), v3 `categories`, v4's first page of recall files (`GET /api/v4/memory`, as
 //!   memu-cli asks it), memU-server's `/categories` of the user a `/retrieve` names (memU-server
 //!   ignores that user; the proxy uses it only to know whose categories `/retrieve` will show).
@@ -56,8 +56,8 @@ pub fn first_sight(state: &Arc<State>, read: &KeyedRead, parts: &request::Parts,
     if !mirror.first_sight(route, &seen, state.store.lifetimes().ttl, Instant::now()) {
         return;
     }
-    if let Some(listing) = Listing::after(route, parts.uri.path(), &seen) {
-        listing.start(state, parts, MirrorFetch::FirstSight);
+    if let Some(listing) = OwnRead::listing_after(route, parts.uri.path(), &seen) {
+        listing.start(state, parts, Some(MirrorFetch::FirstSight));
     }
 }
 
@@ -76,9 +76,10 @@ fn seen_scope(route: ReadRoute, scope: &Scope, body: &[u8]) -> Option<Scope> {
     })
 }
 
-/// One background read of a scope's memories, as its generation's client would send it.
+/// A read the proxy sends on its own (a listing, a re-warm, a prewarm), as that generation's
+/// client sends it, so its answer lands under the key the client's own request will have.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Listing {
+pub struct OwnRead {
     pub route: ReadRoute,
     pub method: Method,
     pub path_and_query: String,
@@ -86,60 +87,66 @@ pub struct Listing {
     pub body: Bytes,
 }
 
-impl Listing {
-    /// The listing of `scope` to fetch after a read of `route` at `path` (its base path kept);
-    /// `None` when the read is the listing itself or its generation has none. Pure.
-    pub fn after(route: ReadRoute, path: &str, scope: &Scope) -> Option<Listing> {
-        let base = path.strip_suffix(pattern(route)?)?;
-        let (row, method, query, body) = match route.generation {
-            Generation::V1 => {
-                let body = json!({"user_id": &*scope.user, "agent_id": scope.agent.as_deref(),
-                                  "include_inactive": false, "want_summary": true});
-                (&table::V1_CATEGORIES, Method::POST, String::new(), body)
-            }
-            Generation::V3 => {
-                // As memu-sdk sends it: no agent_id when there is none.
-                let mut body = json!({ "user_id": &*scope.user });
-                if let Some(agent) = &scope.agent {
-                    body["agent_id"] = json!(agent);
-                }
-                (&table::V3_CATEGORIES, Method::POST, String::new(), body)
-            }
-            Generation::V4 => {
-                // As memu-cli sends it: user_id, agent_id, and no limit (the server's page).
-                let query = form_urlencoded::Serializer::new(String::new())
-                    .append_pair("user_id", &scope.user)
-                    .append_pair("agent_id", scope.agent.as_deref().unwrap_or("default"))
-                    .finish();
-                let query = format!("?{query}");
-                (&table::V4_LIST, Method::GET, query, Value::Null)
-            }
-            Generation::Server => {
-                let mut body = json!({ "user_id": &*scope.user });
-                if let Some(agent) = &scope.agent {
-                    body["agent_id"] = json!(agent);
-                }
-                (&table::SERVER_CATEGORIES, Method::POST, String::new(), body)
-            }
-        };
-        let listing = ReadRoute(row);
-        if route == listing {
-            return None;
+impl OwnRead {
+    /// A POST read of `route` at `path` with a JSON body.
+    pub fn post(route: ReadRoute, path: String, body: &Value) -> OwnRead {
+        OwnRead {
+            route,
+            method: Method::POST,
+            path_and_query: path,
+            body: Bytes::from(body.to_string()),
         }
-        let body = match body {
-            Value::Null => Bytes::new(),
-            body => Bytes::from(body.to_string()),
-        };
-        Some(Listing {
-            route: listing,
-            method,
-            path_and_query: format!("{base}{}{query}", pattern(listing)?),
-            body,
-        })
     }
 
-    /// Starts it in the background with `head`'s credentials, unless the cache holds it fresh.
-    fn start(self, state: &Arc<State>, head: &request::Parts, why: MirrorFetch) {
+    /// The listing of (`user`, `agent`) in `generation` under `base` (`/api/v1`, …, or empty):
+    /// v1/v2 default categories (as memu-py 0.1.8 asks), v3 `categories` (memu-sdk: no agent_id
+    /// when there is none), v4's first page (memu-cli: agent `default` when there is none),
+    /// memU-server `/categories`. Pure.
+    pub fn listing(generation: Generation, base: &str, user: &str, agent: Option<&str>) -> OwnRead {
+        let ids = || {
+            let mut ids = json!({ "user_id": user });
+            if let Some(agent) = agent.filter(|a| !a.is_empty()) {
+                ids["agent_id"] = json!(agent);
+            }
+            ids
+        };
+        let (row, body) = match generation {
+            Generation::V1 => (
+                &table::V1_CATEGORIES,
+                json!({"user_id": user, "agent_id": agent, "include_inactive": false, "want_summary": true}),
+            ),
+            Generation::V3 => (&table::V3_CATEGORIES, ids()),
+            Generation::Server => (&table::SERVER_CATEGORIES, ids()),
+            Generation::V4 => {
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("user_id", user)
+                    .append_pair("agent_id", agent.unwrap_or("default"))
+                    .finish();
+                let path = pattern(ReadRoute(&table::V4_LIST)).unwrap_or_default();
+                return OwnRead {
+                    route: ReadRoute(&table::V4_LIST),
+                    method: Method::GET,
+                    path_and_query: format!("{base}{path}?{query}"),
+                    body: Bytes::new(),
+                };
+            }
+        };
+        let route = ReadRoute(row);
+        let path = format!("{base}{}", pattern(route).unwrap_or_default());
+        OwnRead::post(route, path, &body)
+    }
+
+    /// The listing of `scope` to fetch after a read of `route` at `path` (its base path kept);
+    /// `None` when the read is the listing itself. Pure.
+    pub fn listing_after(route: ReadRoute, path: &str, scope: &Scope) -> Option<OwnRead> {
+        let base = path.strip_suffix(pattern(route)?)?;
+        let listing = OwnRead::listing(route.generation, base, &scope.user, scope.agent.as_deref());
+        (listing.route != route).then_some(listing)
+    }
+
+    /// Starts it in the background with `head`'s credentials, unless the cache holds it fresh;
+    /// counted as a mirror fetch for `why`, if given (a prewarm is counted by its handler).
+    pub fn start(self, state: &Arc<State>, head: &request::Parts, why: Option<MirrorFetch>) {
         let mut request = Request::builder()
             .method(self.method.clone())
             .uri(&self.path_and_query)
@@ -161,7 +168,9 @@ impl Listing {
         if let Lookup::Fresh(_) = state.store.lookup(&read.key, generations, Instant::now()) {
             return;
         }
-        state.metrics.mirror_fetch(why);
+        if let Some(why) = why {
+            state.metrics.mirror_fetch(why);
+        }
         start_background(state, &read, generations, &parts, self.body);
     }
 }
@@ -195,17 +204,17 @@ pub fn after_write(
         {
             continue;
         }
-        if let Some(listing) = Listing::after(route, &query_path, scope) {
-            listing.start(state, head, MirrorFetch::Rewarm);
+        if let Some(listing) = OwnRead::listing_after(route, &query_path, scope) {
+            listing.start(state, head, Some(MirrorFetch::Rewarm));
         }
         for read in mirror.repeated_reads(route, scope, *what, REWARM_READS) {
-            let read = Listing {
+            let read = OwnRead {
                 route: read.route(),
                 method: Method::POST,
                 path_and_query: read.path.into(),
                 body: read.body,
             };
-            read.start(state, head, MirrorFetch::Rewarm);
+            read.start(state, head, Some(MirrorFetch::Rewarm));
         }
     }
 }

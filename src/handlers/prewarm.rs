@@ -11,48 +11,23 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header;
-use http::{request, Method, Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 use crate::body::ProxyBody;
-use crate::cache::{request_key, Lookup};
 use crate::error::{PrewarmError, ProxyError};
 use crate::exchange::{deadline, read_body};
-use crate::fetch::start_background;
+use crate::listing::OwnRead;
 use crate::outcome::Handled;
 use crate::respond::json;
-use crate::routes::{table, ReadRoute, ReadRow};
+use crate::routes::{table, Generation, PathPattern, ReadRoute};
 use crate::state::State;
 
 pub const PREWARM_PATH: &str = "/prewarm";
 
 /// Most queries one prewarm may ask for.
 pub const MAX_QUERIES: usize = 16;
-
-/// Which memU generation to prewarm, as its client calls it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Api {
-    #[default]
-    V1,
-    V3,
-    V4,
-    Server,
-}
-
-/// One retrieval to prewarm: its route and the request its client would send.
-#[derive(Debug)]
-pub struct Retrieval {
-    pub route: ReadRoute,
-    pub method: Method,
-    pub path_and_query: String,
-    /// `None` for a GET.
-    pub body: Option<Value>,
-}
 
 pub fn is_prewarm(method: &Method, path: &str) -> bool {
     method == Method::POST && path == PREWARM_PATH
@@ -62,8 +37,9 @@ pub fn is_prewarm(method: &Method, path: &str) -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prewarm {
-    #[serde(default)]
-    pub api: Api,
+    /// `"v1"` (the default), `"v3"`, `"v4"` or `"server"`.
+    #[serde(default = "default_api")]
+    pub api: Generation,
     pub user_id: String,
     #[serde(default)]
     pub agent_id: Option<String>,
@@ -77,6 +53,10 @@ pub struct Prewarm {
     pub min_similarity: f64,
 }
 
+fn default_api() -> Generation {
+    Generation::V1
+}
+
 fn default_top_k() -> u64 {
     10
 }
@@ -86,93 +66,59 @@ fn default_min_similarity() -> f64 {
 }
 
 impl Prewarm {
-    /// The retrievals to fetch, with the client's exact fields: the scope's categories (v4: its
-    /// first list page), then one retrieval per query.
-    pub fn retrievals(&self) -> Vec<Retrieval> {
-        let mut out = vec![self.scope_read()];
+    /// The retrievals to fetch, with the client's exact fields: the scope's listing (v4: its
+    /// first list page, `listing.rs`), then one retrieval per query.
+    pub fn retrievals(&self) -> Vec<OwnRead> {
+        let base = self.base();
+        let listing = OwnRead::listing(self.api, base, &self.user_id, self.agent_id.as_deref());
+        let mut out = vec![listing];
         out.extend(self.queries.iter().map(|query| self.query_read(query)));
         out
     }
 
-    fn scope_read(&self) -> Retrieval {
+    fn query_read(&self, query: &str) -> OwnRead {
         let (user, agent) = (&self.user_id, &self.agent_id);
-        match self.api {
-            Api::V1 => post(
-                &table::V1_CATEGORIES,
-                "/api/v1/memory/retrieve/default-categories",
-                json!({"user_id": user, "agent_id": agent, "include_inactive": false, "want_summary": true}),
-            ),
-            Api::V3 => post(
-                &table::V3_CATEGORIES,
-                "/api/v3/memory/categories",
-                self.ids(),
-            ),
-            Api::V4 => {
-                let list = form_urlencoded::Serializer::new(String::new())
-                    .append_pair("user_id", user)
-                    .append_pair("agent_id", self.v4_agent())
-                    .finish();
-                Retrieval {
-                    route: ReadRoute(&table::V4_LIST),
-                    method: Method::GET,
-                    path_and_query: format!("/api/v4/memory?{list}"),
-                    body: None,
-                }
-            }
-            Api::Server => post(&table::SERVER_CATEGORIES, "/categories", self.ids()),
-        }
-    }
-
-    fn query_read(&self, query: &str) -> Retrieval {
-        let (user, agent) = (&self.user_id, &self.agent_id);
-        match self.api {
-            Api::V1 => post(
+        let (row, body) = match self.api {
+            Generation::V1 => (
                 &table::V1_RELATED,
-                "/api/v1/memory/retrieve/related-memory-items",
                 json!({"user_id": user, "agent_id": agent, "query": query,
                        "top_k": self.top_k, "min_similarity": self.min_similarity, "include_categories": null}),
             ),
-            Api::V3 => {
+            Generation::V3 => {
                 let mut body = self.ids();
                 body["query"] = json!(query);
-                post(&table::V3_RETRIEVE, "/api/v3/memory/retrieve", body)
+                (&table::V3_RETRIEVE, body)
             }
-            Api::V4 => post(
+            Generation::V4 => (
                 &table::V4_SEARCH,
-                "/api/v4/memory/search",
-                json!({"query": query, "user_id": user, "agent_id": self.v4_agent()}),
+                json!({"query": query, "user_id": user, "agent_id": agent.as_deref().unwrap_or("default")}),
             ),
-            Api::Server => post(
-                &table::SERVER_RETRIEVE,
-                "/retrieve",
-                json!({ "query": query }),
-            ),
+            Generation::Server => (&table::SERVER_RETRIEVE, json!({ "query": query })),
+        };
+        let route = ReadRoute(row);
+        let path = match route.path {
+            PathPattern::Suffix(path) | PathPattern::Root(path) => path,
+            PathPattern::Task(_) | PathPattern::RootTask(_) => "",
+        };
+        OwnRead::post(route, format!("{}{path}", self.base()), &body)
+    }
+
+    /// The base path the generation's rows' paths follow: memu-py 0.1.8's `/api/v1` (the rows
+    /// match `/api/v2` too); the others' rows hold their whole path.
+    fn base(&self) -> &'static str {
+        match self.api {
+            Generation::V1 => "/api/v1",
+            Generation::V3 | Generation::V4 | Generation::Server => "",
         }
     }
 
-    /// `{"user_id", "agent_id"?}`: memu-sdk and memU-server clients omit a missing agent rather
-    /// than send null.
+    /// `{"user_id", "agent_id"?}`: memu-sdk omits a missing agent rather than send null.
     fn ids(&self) -> Value {
         let mut ids = json!({ "user_id": self.user_id });
         if let Some(agent) = self.agent_id.as_deref().filter(|a| !a.is_empty()) {
             ids["agent_id"] = json!(agent);
         }
         ids
-    }
-
-    /// memu-cli sends `default` for a missing agent.
-    fn v4_agent(&self) -> &str {
-        self.agent_id.as_deref().unwrap_or("default")
-    }
-}
-
-/// A POST retrieval with a JSON body.
-fn post(row: &'static ReadRow, path: &str, body: Value) -> Retrieval {
-    Retrieval {
-        route: ReadRoute(row),
-        method: Method::POST,
-        path_and_query: path.to_owned(),
-        body: Some(body),
     }
 }
 
@@ -187,11 +133,7 @@ pub async fn handle(
     let fetches = retrievals.len();
     if state.cache_enabled {
         for retrieval in retrievals {
-            let head = retrieval_parts(&parts, &retrieval)?;
-            let body = retrieval
-                .body
-                .map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
-            warm(state, retrieval.route, &head, body);
+            retrieval.start(state, &parts, None);
         }
     }
     state.metrics.prewarm();
@@ -200,39 +142,6 @@ pub async fn handle(
         StatusCode::ACCEPTED,
         body.to_string().into(),
     )))
-}
-
-/// The head of one prewarmed retrieval, as the client sends it, with the caller's credentials.
-fn retrieval_parts(
-    prewarm: &request::Parts,
-    retrieval: &Retrieval,
-) -> Result<request::Parts, ProxyError> {
-    let mut request = Request::builder()
-        .method(retrieval.method.clone())
-        .uri(retrieval.path_and_query.as_str());
-    if let Some(auth) = prewarm.headers.get(header::AUTHORIZATION) {
-        request = request.header(header::AUTHORIZATION, auth);
-    }
-    if retrieval.body.is_some() {
-        request = request.header(header::CONTENT_TYPE, "application/json");
-    }
-    let request = request
-        .header(header::ACCEPT, "application/json")
-        .body(())
-        .map_err(ProxyError::BadRequest)?;
-    Ok(request.into_parts().0)
-}
-
-/// Starts the background fetch of one retrieval unless the cache already holds it fresh.
-fn warm(state: &Arc<State>, route: ReadRoute, parts: &request::Parts, body: Bytes) {
-    let Some(read) = request_key(route, parts, &body) else {
-        return;
-    };
-    let generations = state.scopes.current(&read.key.scope);
-    if let Lookup::Fresh(_) = state.store.lookup(&read.key, generations, Instant::now()) {
-        return;
-    }
-    start_background(state, &read, generations, parts, body);
 }
 
 fn parse(body: &[u8]) -> Result<Prewarm, PrewarmError> {
@@ -261,19 +170,29 @@ mod tests {
             br#"{"user_id": "u1", "agent_id": "a1", "query": "What pets do I like?", "top_k": 3, "min_similarity": 0.7, "include_categories": null}"#.as_slice(),
         ];
         assert_eq!(retrievals.len(), 2);
+        let paths: Vec<&str> = retrievals
+            .iter()
+            .map(|r| r.path_and_query.as_str())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/api/v1/memory/retrieve/default-categories",
+                "/api/v1/memory/retrieve/related-memory-items"
+            ]
+        );
         for (retrieval, sdk_body) in retrievals.iter().zip(sdk) {
             assert_eq!(ours(retrieval), theirs(retrieval, sdk_body));
         }
     }
 
-    fn ours(r: &Retrieval) -> CacheKey {
-        let body = r.body.as_ref().map(Value::to_string).unwrap_or_default();
-        read_key(r.route, &r.path_and_query, None, body.as_bytes())
+    fn ours(r: &OwnRead) -> CacheKey {
+        read_key(r.route, &r.path_and_query, None, &r.body)
             .unwrap()
             .key
     }
 
-    fn theirs(r: &Retrieval, body: &[u8]) -> CacheKey {
+    fn theirs(r: &OwnRead, body: &[u8]) -> CacheKey {
         read_key(r.route, &r.path_and_query, None, body)
             .unwrap()
             .key

@@ -23,8 +23,9 @@ use std::hash::{Hash, Hasher};
 
 use http::Method;
 
-/// An API generation of memU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An API generation of memU (named in a prewarm body as `"v1"`, `"v3"`, `"v4"`, `"server"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Generation {
     /// `/api/v1|v2/memory/…` (memu-py 0.1.x/0.2.x, the self-hosted memu-server 0.1.8).
     V1,
