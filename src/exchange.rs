@@ -95,7 +95,7 @@ pub async fn forward_buffered(
         RouteClassLabel::Write => Guards::Writes,
         RouteClassLabel::Read
         | RouteClassLabel::Status
-        | RouteClassLabel::Passthrough
+        | RouteClassLabel::PassThrough
         | RouteClassLabel::Admin
         | RouteClassLabel::Unknown => Guards::Reads,
     };

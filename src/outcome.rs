@@ -12,16 +12,7 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 
-/// Which kind of route a request took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RouteClassLabel {
-    Read,
-    Write,
-    Status,
-    Passthrough,
-    Admin,
-    Unknown,
-}
+pub use crate::routes::RouteClassLabel;
 
 /// How a request ended, from the cache's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,23 +42,6 @@ pub enum Outcome {
     LocalAnswer,
     /// Served by the proxy itself (`/metrics`, `/healthz`, `/prewarm`).
     Local,
-}
-
-impl RouteClassLabel {
-    /// How many there are (metrics index their series by discriminant).
-    pub const COUNT: usize = 6;
-
-    /// The label value in metrics and logs.
-    pub fn as_label(self) -> &'static str {
-        match self {
-            RouteClassLabel::Read => "read",
-            RouteClassLabel::Write => "write",
-            RouteClassLabel::Status => "status",
-            RouteClassLabel::Passthrough => "passthrough",
-            RouteClassLabel::Admin => "admin",
-            RouteClassLabel::Unknown => "unknown",
-        }
-    }
 }
 
 impl Outcome {

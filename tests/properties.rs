@@ -21,7 +21,9 @@ use memu_proxy::cache::similar::{similarity, Shape};
 use memu_proxy::cache::{read_key, tenant_of, CacheKey, Tenant};
 use memu_proxy::headers::{client_cache, request_budget, strip_hop_by_hop, ClientCache};
 use memu_proxy::routes::table::{self, ROUTES};
-use memu_proxy::routes::{classify, PathPattern, ReadRoute, RouteClass, Row, ScopeSource};
+use memu_proxy::routes::{
+    classify, PathPattern, ReadRoute, RequestPath, RouteClass, Row, ScopeSource,
+};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -754,12 +756,23 @@ fn pattern_matches(pattern: PathPattern, path: &str) -> bool {
 proptest! {
     #![proptest_config(config(512))]
 
-    /// `classify` never panics, and what it answers is sound: the row's method is the request's
-    /// and its path pattern matches (a write's, also with one trailing slash); a task id is a
+    /// `classify` never panics, and what it answers is sound: the proxy's own routes only for
+    /// their exact path and method; the row's method is the request's and its path pattern
+    /// matches the path memU routes on (a write's, also with one trailing slash); a task id is a
     /// non-empty last segment.
     #[test]
-    fn classify_answers_only_rows_that_match(method in method(), path in path()) {
-        match classify(&method, &path) {
+    fn classify_answers_only_rows_that_match(method in method(), raw in path()) {
+        let routed = RequestPath::new(&raw);
+        let path = routed.routed.to_string();
+        match classify(&method, &routed) {
+            RouteClass::Admin => {
+                prop_assert!(method == Method::GET || method == Method::HEAD);
+                prop_assert!(raw == "/metrics" || raw == "/healthz", "{}", raw);
+            }
+            RouteClass::Prewarm => {
+                prop_assert_eq!(method, Method::POST);
+                prop_assert_eq!(raw.as_str(), "/prewarm");
+            }
             RouteClass::Read(read) => {
                 prop_assert_eq!(&read.method, &method);
                 prop_assert!(pattern_matches(read.path, &path), "{} {}", read.name, path);
@@ -796,7 +809,7 @@ proptest! {
             let PathPattern::Suffix(suffix) = pattern else { continue };
             let path = format!("{base}{suffix}");
             prop_assert!(
-                !matches!(classify(method, &path), RouteClass::PassThrough),
+                !matches!(classify(method, &RequestPath::new(&path)), RouteClass::PassThrough),
                 "{} {}", method, path
             );
         }

@@ -4,23 +4,15 @@
 //! listener, which serves nothing else (its 404 is dispatch's, `handlers/mod.rs`).
 
 use http::header::{self, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 
 use crate::body::full;
 use crate::outcome::Handled;
 use crate::respond::json;
+use crate::routes::METRICS_PATH;
 use crate::state::State;
 
-pub const METRICS_PATH: &str = "/metrics";
-pub const HEALTH_PATH: &str = "/healthz";
-
-/// True for the requests the proxy answers itself.
-pub fn is_admin_path(method: &Method, path: &str) -> bool {
-    (method == Method::GET || method == Method::HEAD)
-        && (path == METRICS_PATH || path == HEALTH_PATH)
-}
-
-/// Serves `/metrics` or `/healthz` (callers check [`is_admin_path`] first).
+/// Serves `/metrics` or `/healthz` (a request `routes::classify` found to be `RouteClass::Admin`).
 pub fn serve(state: &State, path: &str) -> Handled {
     let response = if path == METRICS_PATH {
         let mut response = Response::new(full(state.render_metrics()));

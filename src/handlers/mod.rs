@@ -33,7 +33,7 @@ use crate::error::ProxyError;
 use crate::headers::CacheStatus;
 use crate::outcome::{Arrived, Handled, Outcome, RequestInfo, RouteClassLabel};
 use crate::respond::set_cache_status;
-use crate::routes::{classify, routed_path, RouteClass};
+use crate::routes::{classify, RequestPath, RouteClass};
 use crate::state::State;
 
 /// Handles one request on the main listener; never fails (errors become responses here). Only
@@ -50,38 +50,23 @@ where
         .map(|arrived| arrived.0);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let routed = routed_path(&path);
-    let (route_class, result) = match classify(&method, &routed) {
-        _ if admin::is_admin_path(&method, &path) => {
-            (RouteClassLabel::Admin, Ok(admin::serve(&state, &path)))
-        }
+    let route_path = RequestPath::new(&path);
+    let route = classify(&method, &route_path);
+    let label = route.label();
+    let result = match route {
+        RouteClass::Admin => Ok(admin::serve(&state, &path)),
         // Every handler but the read's is boxed: the read's future, the one a cache hit runs, is
         // then the largest, and the other handlers' do not make every request's bigger.
-        _ if prewarm::is_prewarm(&method, &path) => (
-            RouteClassLabel::Admin,
-            Box::pin(prewarm::handle(&state, request)).await,
-        ),
-        RouteClass::Read(route) => (
-            RouteClassLabel::Read,
-            read::handle(&state, route, request).await,
-        ),
-        RouteClass::Write(route) => (
-            RouteClassLabel::Write,
-            Box::pin(write::handle(&state, route, request)).await,
-        ),
+        RouteClass::Prewarm => Box::pin(prewarm::handle(&state, request)).await,
+        RouteClass::Read(route) => read::handle(&state, route, request).await,
+        RouteClass::Write(route) => Box::pin(write::handle(&state, route, request)).await,
         RouteClass::TaskStatus { task_id } => {
             let task_id: Box<str> = task_id.into();
-            (
-                RouteClassLabel::Status,
-                Box::pin(passthrough::task_status(&state, &task_id, request)).await,
-            )
+            Box::pin(passthrough::task_status(&state, &task_id, request)).await
         }
-        RouteClass::PassThrough => (
-            RouteClassLabel::Passthrough,
-            Box::pin(passthrough::handle(&state, request)).await,
-        ),
+        RouteClass::PassThrough => Box::pin(passthrough::handle(&state, request)).await,
     };
-    finish(route_class, (method, path, arrived), result)
+    finish(label, (method, path, arrived), result)
 }
 
 /// Handles one request on the admin-only listener: admin paths, 404 for everything else.
@@ -91,7 +76,7 @@ pub(crate) async fn dispatch_admin<B>(
 ) -> Response<ProxyBody> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let result = if admin::is_admin_path(&method, &path) {
+    let result = if classify(&method, &RequestPath::new(&path)) == RouteClass::Admin {
         Ok(admin::serve(&state, &path))
     } else {
         Err(ProxyError::NotFound)

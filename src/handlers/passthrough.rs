@@ -33,7 +33,7 @@ pub async fn handle(state: &State, request: Request<ProxyBody>) -> Result<Handle
     let upstream = started.elapsed();
     state
         .metrics
-        .upstream(RouteClassLabel::Passthrough, upstream);
+        .upstream(RouteClassLabel::PassThrough, upstream);
     let response = response?.map(|body| body.map_err(Into::into).boxed_unsync());
     Ok(streamed(response, upstream, Outcome::Bypass))
 }

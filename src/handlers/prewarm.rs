@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -24,14 +24,8 @@ use crate::respond::json;
 use crate::routes::{table, Generation, PathPattern, ReadRoute};
 use crate::state::State;
 
-pub const PREWARM_PATH: &str = "/prewarm";
-
 /// Most queries one prewarm may ask for.
 pub const MAX_QUERIES: usize = 16;
-
-pub fn is_prewarm(method: &Method, path: &str) -> bool {
-    method == Method::POST && path == PREWARM_PATH
-}
 
 /// The request body, checked strictly: a typo must not silently prewarm the wrong keys.
 #[derive(Debug, Deserialize)]
@@ -263,7 +257,7 @@ mod tests {
                 assert_eq!(ours(r), theirs(r, body.as_bytes()), "{api} {name}");
             }
         }
-        assert_eq!(prewarm("v4")[0].method, Method::GET);
+        assert_eq!(prewarm("v4")[0].method, http::Method::GET);
         assert!(parse(br#"{"api":"v2","user_id":"u"}"#).is_err());
     }
 

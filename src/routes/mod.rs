@@ -237,6 +237,10 @@ impl std::ops::Deref for WriteRoute {
 /// What the proxy does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteClass<'a> {
+    /// The proxy's own `GET`/`HEAD` [`METRICS_PATH`] or [`HEALTH_PATH`].
+    Admin,
+    /// The proxy's own `POST` [`PREWARM_PATH`].
+    Prewarm,
     Read(ReadRoute),
     Write(WriteRoute),
     /// Never cached, but watched for the task's success.
@@ -244,6 +248,70 @@ pub enum RouteClass<'a> {
         task_id: &'a str,
     },
     PassThrough,
+}
+
+impl RouteClass<'_> {
+    /// Its label in metrics and logs.
+    pub fn label(&self) -> RouteClassLabel {
+        match self {
+            RouteClass::Admin | RouteClass::Prewarm => RouteClassLabel::Admin,
+            RouteClass::Read(_) => RouteClassLabel::Read,
+            RouteClass::Write(_) => RouteClassLabel::Write,
+            RouteClass::TaskStatus { .. } => RouteClassLabel::Status,
+            RouteClass::PassThrough => RouteClassLabel::PassThrough,
+        }
+    }
+}
+
+/// A route class as metrics and logs name it: [`RouteClass::label`], and `Unknown` for a request
+/// that never reached dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClassLabel {
+    Read,
+    Write,
+    Status,
+    PassThrough,
+    Admin,
+    Unknown,
+}
+
+impl RouteClassLabel {
+    /// How many there are (metrics index their series by discriminant).
+    pub const COUNT: usize = 6;
+
+    /// The label value in metrics and logs.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            RouteClassLabel::Read => "read",
+            RouteClassLabel::Write => "write",
+            RouteClassLabel::Status => "status",
+            RouteClassLabel::PassThrough => "passthrough",
+            RouteClassLabel::Admin => "admin",
+            RouteClassLabel::Unknown => "unknown",
+        }
+    }
+}
+
+/// The proxy's own routes, matched on the path exactly as sent, before the table.
+pub const METRICS_PATH: &str = "/metrics";
+pub const HEALTH_PATH: &str = "/healthz";
+pub const PREWARM_PATH: &str = "/prewarm";
+
+/// A request's path as the proxy routes it: as sent (its own routes match that exactly) and as
+/// memU's router sees it ([`routed_path`], which the table matches).
+#[derive(Debug, Clone)]
+pub struct RequestPath<'a> {
+    pub raw: &'a str,
+    pub routed: Cow<'a, str>,
+}
+
+impl<'a> RequestPath<'a> {
+    pub fn new(raw: &'a str) -> Self {
+        Self {
+            raw,
+            routed: routed_path(raw),
+        }
+    }
 }
 
 impl Row {
@@ -273,9 +341,18 @@ pub fn routed_path(raw: &str) -> Cow<'_, str> {
     percent_encoding::percent_decode_str(raw).decode_utf8_lossy()
 }
 
-/// Classifies a request by method and the path memU routes on ([`routed_path`]): the first row
-/// of [`table::ROUTES`] that matches; a write's row also matches its path with a trailing slash.
-pub fn classify<'a>(method: &Method, path: &'a str) -> RouteClass<'a> {
+/// Classifies a request: the proxy's own routes by the path as sent; then, by the path memU
+/// routes on, the first row of [`table::ROUTES`] that matches (a write's row also matches its
+/// path with a trailing slash); anything else passes through. The one routing decision: dispatch
+/// and the hit lane both ask it.
+pub fn classify<'a>(method: &Method, path: &'a RequestPath<'_>) -> RouteClass<'a> {
+    let read_only = method == Method::GET || method == Method::HEAD;
+    match path.raw {
+        METRICS_PATH | HEALTH_PATH if read_only => return RouteClass::Admin,
+        PREWARM_PATH if method == Method::POST => return RouteClass::Prewarm,
+        _ => {}
+    }
+    let path: &str = &path.routed;
     for row in table::ROUTES {
         if row.method() != method {
             continue;

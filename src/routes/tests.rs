@@ -84,9 +84,22 @@ fn classification_table() {
         (&get, "/retrieve", pass),
         (&post, "/api/v1/memory/retrieve", pass),
         (&post, "/api/v9/retrieve", pass),
+        // The proxy's own routes: exactly their path as sent, with their method.
+        (&get, "/metrics", RouteClass::Admin),
+        (&Method::HEAD, "/healthz", RouteClass::Admin),
+        (&post, "/metrics", pass),
+        (&get, "/%6Detrics", pass),
+        (&get, "/memu/metrics", pass),
+        (&post, "/prewarm", RouteClass::Prewarm),
+        (&get, "/prewarm", pass),
+        (&post, "/api/v1/prewarm", pass),
     ];
     for (method, path, want) in cases {
-        assert_eq!(classify(method, path), *want, "{method} {path}");
+        assert_eq!(
+            classify(method, &RequestPath::new(path)),
+            *want,
+            "{method} {path}"
+        );
     }
 }
 
@@ -145,7 +158,7 @@ fn writes_are_recognised_on_the_path_memu_routes_on() {
         ("/api/v1/memory/memoriz%", RouteClass::PassThrough),
     ];
     for (raw, want) in cases {
-        assert_eq!(classify(&post, &routed_path(raw)), *want, "{raw}");
+        assert_eq!(classify(&post, &RequestPath::new(raw)), *want, "{raw}");
     }
     assert!(matches!(routed_path("/plain"), Cow::Borrowed("/plain")));
     assert_eq!(

@@ -32,10 +32,10 @@ use super::{conclude, finish_response, panic_response, request_id, LaneBody, Lay
 use crate::body::{BoxError, ProxyBody};
 use crate::cache::memo::MAX_MEMO_BODY_BYTES;
 use crate::exchange::read_body;
-use crate::handlers::{self, admin, prewarm, read};
+use crate::handlers::{self, read};
 use crate::headers::{client_cache, request_budget, ClientCache, REQUEST_ID};
 use crate::outcome::{Arrived, Handled, Record, RouteClassLabel};
-use crate::routes::{classify, routed_path, ReadRoute, RouteClass};
+use crate::routes::{classify, ReadRoute, RequestPath, RouteClass};
 use crate::state::State;
 
 /// Serves one request: from the lane if it is a fresh hit, else through `layers`.
@@ -111,11 +111,8 @@ fn candidate<B: Body>(state: &State, request: &Request<B>) -> Option<ReadRoute> 
     if length > MAX_MEMO_BODY_BYTES as u64 || length > state.max_body_bytes as u64 {
         return None;
     }
-    let (method, path) = (request.method(), request.uri().path());
-    if admin::is_admin_path(method, path) || prewarm::is_prewarm(method, path) {
-        return None;
-    }
-    let RouteClass::Read(route) = classify(method, &routed_path(path)) else {
+    let path = RequestPath::new(request.uri().path());
+    let RouteClass::Read(route) = classify(request.method(), &path) else {
         return None;
     };
     let headers = request.headers();

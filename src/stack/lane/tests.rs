@@ -50,7 +50,9 @@ fn body(text: &str) -> Full<Bytes> {
 
 /// Stores `ANSWER` as the fresh answer to `request`, as a miss would have.
 fn cache<B>(state: &State, request: &Request<B>, body: &str) {
-    let RouteClass::Read(route) = classify(request.method(), request.uri().path()) else {
+    let RouteClass::Read(route) =
+        classify(request.method(), &RequestPath::new(request.uri().path()))
+    else {
         panic!("not a retrieval: {}", request.uri());
     };
     let (parts, ()) = Request::builder()
