@@ -2,6 +2,7 @@
 
 use super::table::*;
 use super::*;
+use std::borrow::Cow;
 
 #[test]
 fn classification_table() {
