@@ -380,7 +380,7 @@ async fn a_delete_through_one_replica_is_final_on_every_replica_and_in_redis() {
     let deleted = tokio::time::Instant::now();
     let purges_heard = r#"memu_proxy_cache_invalidations_total{cause="replica",kind="purge"}"#;
     wait_until("B to hear the purge", 2, || async {
-        metric(&b.metrics().await, purges_heard) >= 1.0
+        counted(&b.metrics().await, purges_heard) >= 1.0
     })
     .await;
     let took = deleted.elapsed();

@@ -410,7 +410,7 @@ async fn warm(proxy: &Proxy, reads: &[&Call]) {
 async fn task_success_seen(proxy: &Proxy) {
     let series = r#"memu_proxy_cache_invalidations_total{cause="task_success",kind="supersede"}"#;
     wait_until("the proxy's poll to see the task succeed", 10, || async {
-        metric(&proxy.metrics().await, series) > 0.0
+        counted(&proxy.metrics().await, series) > 0.0
     })
     .await;
 }

@@ -233,7 +233,7 @@ async fn the_proxy_polls_memorize_tasks_itself_when_clients_do_not() {
     memu.complete_tasks();
     wait_until("the proxy's own status poll to see SUCCESS", 5, || async {
         let metrics = proxy.metrics().await;
-        metric(
+        counted(
             &metrics,
             r#"memu_proxy_cache_invalidations_total{cause="task_success",kind="supersede"}"#,
         ) == 1.0

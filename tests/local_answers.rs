@@ -176,7 +176,7 @@ async fn after_a_memorize_succeeds_the_scope_is_rewarmed_and_the_repeat_is_a_hit
     // The proxy's own poll sees the success: invalidated, then re-warmed in the background.
     let rewarmed = r#"memu_proxy_mirror_fetches_total{why="rewarm"}"#;
     wait_until("the re-warm", 10, || async {
-        metric(&proxy.metrics().await, rewarmed) >= 2.0
+        counted(&proxy.metrics().await, rewarmed) >= 2.0
     })
     .await;
     memu.wait_for_hits("related-memory-items", before + 1).await;

@@ -200,7 +200,7 @@ async fn a_write_whose_client_went_away_is_still_tracked_to_success() {
     memu.complete_tasks();
     let series = r#"memu_proxy_cache_invalidations_total{cause="task_success",kind="supersede"}"#;
     wait_until("the proxy's poll to see the task succeed", 10, || async {
-        metric(&proxy.metrics().await, series) > 0.0
+        counted(&proxy.metrics().await, series) > 0.0
     })
     .await;
     let fresh = assert_next_read_misses(&proxy, &pets()).await;

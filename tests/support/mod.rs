@@ -231,15 +231,34 @@ pub fn memorize_body(user: &str, agent: &str, text: &str) -> Value {
                        "session_date": "2025-01-02T03:04:05+00:00"})
 }
 
-/// The value of an unlabelled metric or of one labelled series, by exact series name.
-pub fn metric(text: &str, series: &str) -> f64 {
+/// The value of an unlabelled metric or of one labelled series, by exact series name; `None` when
+/// the exposition does not have it (a labelled counter appears once it was first counted).
+pub fn series(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| {
             line.strip_prefix(series)
                 .and_then(|rest| rest.strip_prefix(' '))
         })
         .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
+}
+
+/// The value of a series that must be there: panics, naming the series and the family's lines,
+/// when it is absent (absent is not 0: a misspelt series must not pass as "nothing counted").
+pub fn metric(text: &str, name: &str) -> f64 {
+    series(text, name).unwrap_or_else(|| {
+        let family = name.split('{').next().unwrap_or(name);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(family)).collect();
+        panic!(
+            "no series {name} in /metrics; its family has:\n{}",
+            lines.join("\n")
+        )
+    })
+}
+
+/// A counter series that may not have been counted yet: absent reads 0. Only for counters (a
+/// family of labelled counters has no series until the first count), never for gauges.
+pub fn counted(text: &str, name: &str) -> f64 {
+    series(text, name).unwrap_or(0.0)
 }
 
 /// Polls `condition` every 20 ms until it holds; panics after `secs` seconds.
