@@ -20,8 +20,8 @@ use bytes::Bytes;
 use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
 
+use super::generations::ReadSlots;
 use super::key::{read_key, KeyedRead};
-use super::scope::ReadSlots;
 use super::target::{request_tenant, Tenant};
 use crate::routes::ReadRoute;
 

@@ -4,17 +4,17 @@
 
 pub mod canonical;
 pub mod digest;
+pub mod generations;
 pub mod inflight;
 pub mod key;
 pub mod lenient;
 pub mod memo;
 pub mod normalize;
-pub mod scope;
 pub mod similar;
 pub mod store;
 pub mod target;
 
+pub use generations::{Generations, Scopes};
 pub use key::{read_key, request_key, CacheKey, KeyedRead};
-pub use scope::{Generations, Scopes};
 pub use store::{Entry, Lifetimes, Lookup, Stale, Store};
 pub use target::{request_tenant, tenant_of, write_targets, Invalidate, Reading, Scope, Tenant};

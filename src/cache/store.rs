@@ -23,8 +23,8 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 use tokio::time::Instant;
 
+use super::generations::Generations;
 use super::key::CacheKey;
-use super::scope::Generations;
 use crate::metrics;
 
 /// One stored answer.

@@ -42,7 +42,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-use crate::cache::scope::{bumps, merge, Bump};
+use crate::cache::generations::{bumps, merge, Bump};
 use crate::cache::{CacheKey, Invalidate, Scope, Scopes};
 use crate::config::{redacted, SharedCacheConfig};
 use crate::metrics::Metrics;

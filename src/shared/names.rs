@@ -9,7 +9,7 @@
 
 pub use crate::cache::digest::hex;
 use crate::cache::digest::Fields;
-use crate::cache::scope::{ReadSlots, SlotId};
+use crate::cache::generations::{ReadSlots, SlotId};
 use crate::cache::CacheKey;
 
 /// The Redis names of one cache key and of the generations it depends on.

@@ -12,7 +12,7 @@ use super::metrics::Op;
 use super::millis;
 use super::names::hex;
 use super::SharedTier;
-use crate::cache::scope::{Bump, Counter};
+use crate::cache::generations::{Bump, Counter};
 use crate::routes::WriteKind;
 
 /// Most writes waiting to be published; past it they collapse into one everything purge.

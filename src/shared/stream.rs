@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::metrics::{Op, OpResult, SharedMetrics};
 use super::names::parse_slot;
 use super::SharedTier;
-use crate::cache::scope::{Bump, Counter};
+use crate::cache::generations::{Bump, Counter};
 use crate::metrics::InvalidationCause;
 use crate::routes::WriteKind;
 
