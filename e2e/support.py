@@ -23,6 +23,24 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import httpx
 
+def require_package(package: str, version: str, where: str) -> None:
+    """Skips the calling test module unless ``package`` is installed at exactly ``version``: each
+    client's scenarios run in the venv that pins it (scripts/e2e.sh), ``where`` names that venv."""
+    import importlib.metadata
+
+    import pytest
+
+    try:
+        found: str | None = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        found = None
+    if found != version:
+        pytest.skip(
+            f"{package} {version} scenarios need {where} (found {package} {found})",
+            allow_module_level=True,
+        )
+
+
 if TYPE_CHECKING:
     from tls import ServerCert
 

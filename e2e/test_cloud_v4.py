@@ -16,7 +16,6 @@ the wire are the client's own.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -24,19 +23,9 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
+from support import require_package  # noqa: E402
 
-def _memu_cli_version() -> str | None:
-    try:
-        return importlib.metadata.version("memu-cli")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-if _memu_cli_version() != "0.10.0":
-    pytest.skip(
-        f"memu-cli 0.10.0 scenarios need the .venv-e2e-cli venv (found memu-cli {_memu_cli_version()})",
-        allow_module_level=True,
-    )
+require_package("memu-cli", "0.10.0", "the .venv-e2e-cli venv")
 
 from memu.cloud import CloudMemoryClient, CloudMemoryError, CloudServiceError  # noqa: E402
 

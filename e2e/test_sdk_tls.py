@@ -7,24 +7,13 @@ naming another CA. Runs in the Python 3.11 venv, like test_sdk.py.
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any, Callable, Iterator
 
 import pytest
 
+from support import require_package  # noqa: E402
 
-def _memu_version() -> str | None:
-    try:
-        return importlib.metadata.version("memu-py")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-if _memu_version() != "0.1.8":
-    pytest.skip(
-        f"memu-py 0.1.8 scenarios need the Python 3.11 venv (found memu-py {_memu_version()})",
-        allow_module_level=True,
-    )
+require_package("memu-py", "0.1.8", "the Python 3.11 venv")
 
 from memu.sdk.python.exceptions import MemuAPIException  # noqa: E402
 

@@ -7,24 +7,13 @@ in the Python 3.12 venv (scripts/e2e.sh); elsewhere the module is skipped with a
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any, Callable, Iterator
 
 import pytest
 
+from support import require_package  # noqa: E402
 
-def _memu_version() -> str | None:
-    try:
-        return importlib.metadata.version("memu-py")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-if _memu_version() != "0.2.2":
-    pytest.skip(
-        f"memu-py 0.2.2 (/api/v2) scenarios need the Python 3.12 venv (found memu-py {_memu_version()})",
-        allow_module_level=True,
-    )
+require_package("memu-py", "0.2.2", "the Python 3.12 venv")
 
 from memu.sdk.python.exceptions import MemuAPIException  # noqa: E402
 
