@@ -93,7 +93,7 @@ impl ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::TlsRejection;
+    use crate::upstream::tls::TlsRejection;
     use std::time::Duration;
 
     #[test]

@@ -16,10 +16,10 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use crate::body::{full, is_length_limit, BoxError};
-use crate::circuit::Guards;
 use crate::error::ProxyError;
 use crate::outcome::RouteClassLabel;
 use crate::state::State;
+use crate::upstream::circuit::Guards;
 use crate::upstream::{Buffered, Encoding, UpstreamError};
 
 /// The result of a buffered exchange and how long memU took.

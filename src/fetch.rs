@@ -22,7 +22,6 @@ use tokio::time::Instant;
 use crate::body::{full, ProxyBody};
 use crate::cache::inflight::{Joined, Lease};
 use crate::cache::{CacheKey, Entry, Generations, KeyedRead};
-use crate::circuit::Guards;
 use crate::decide::{admit, judge, repair, Fetched, Judgement};
 use crate::error::ProxyError;
 use crate::fallback::FallbackReason;
@@ -32,6 +31,7 @@ use crate::outcome::RouteClassLabel;
 use crate::shared::record::Record;
 use crate::shared::Before;
 use crate::state::{InflightKey, State};
+use crate::upstream::circuit::Guards;
 use crate::upstream::{Buffered, Encoding, UpstreamError};
 
 /// Where a waiter learns the fetch's result.

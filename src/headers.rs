@@ -38,7 +38,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The request id: accepted from the client, else generated (`stack/mod.rs`); returned in the
-/// response and forwarded to memU, and never stored with a cached answer (`upstream.rs`).
+/// response and forwarded to memU, and never stored with a cached answer (`upstream/mod.rs`).
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A client's own latency budget for one retrieval, in milliseconds (0 = no budget). The proxy

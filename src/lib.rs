@@ -13,9 +13,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`cli`] | flags → [`config::Settings`] |
-//! | [`server`] | accept loop, HTTP/1+2, graceful shutdown, connection cap and idle close |
-//! | [`idle`] | when a client connection is idle: bytes moved, requests in hand |
-//! | [`limits`] | open-files limit → connection cap; accept-failure episodes |
+//! | [`server`] | accept loop, HTTP/1+2, graceful shutdown, connection cap and idle close; `idle`: when a client connection is idle (bytes moved, requests in hand); `limits`: open-files limit → connection cap, accept-failure episodes |
 //! | [`stack`] | the hit lane (a fresh hit of an exact repeat), then the tower layer order: timing/logging, panics, sensitive headers, body limit |
 //! | [`linger`] | lingering close: a request body answered unread is drained, bounded |
 //! | [`handlers`] | dispatch and one handler per route class: read, write, pass-through, prewarm, admin |
@@ -31,10 +29,7 @@
 //! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
 //! | [`shared`] | the optional shared tier on Redis: lookups, stores, locks, the invalidation stream |
 //! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations and purge marks, what a write touches, coalescing |
-//! | [`upstream`] | the pooled client (plain or TLS), URI rewrite, hop-by-hop headers, deadline |
-//! | [`location`] | memU's redirects rewritten to come back through the proxy (pure) |
-//! | [`tls`] | rustls client config (system roots + `upstream.ca_file`), TLS rejections, their log |
-//! | [`circuit`] | the two circuit breakers: reads (and everything else), writes |
+//! | [`upstream`] | the pooled client (plain or TLS), URI rewrite, hop-by-hop headers, deadline; `circuit`: the two breakers (reads and everything else, writes); `tls`: rustls client config (system roots + `upstream.ca_file`), TLS rejections, their log; `location`: memU's redirects rewritten to come back through the proxy (pure) |
 //! | [`metrics`] | the request metric families and scrape-time encoders |
 //! | [`outcome`] | what a handler returns: `Handled`, `Outcome`, `RequestInfo` |
 //! | [`fallback`] | the empty answers the SDK parses (pure) |
@@ -46,7 +41,6 @@
 
 pub mod body;
 pub mod cache;
-pub mod circuit;
 pub mod cli;
 pub mod compat;
 pub mod config;
@@ -57,11 +51,8 @@ pub mod fallback;
 pub mod fetch;
 pub mod handlers;
 pub mod headers;
-pub mod idle;
-pub mod limits;
 pub mod linger;
 pub mod listing;
-pub mod location;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;
@@ -72,7 +63,6 @@ pub mod shared;
 pub mod stack;
 pub mod state;
 pub mod tasks;
-pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
@@ -198,9 +188,9 @@ pub async fn run(
     servers.spawn(main_worker(0).serve(listeners.main));
     if let Some(admin) = listeners.admin {
         let service = stack::admin_service(Arc::clone(&state));
-        let open = Arc::new(Semaphore::new(limits::ADMIN_MAX_CONNECTIONS));
+        let open = Arc::new(Semaphore::new(server::limits::ADMIN_MAX_CONNECTIONS));
         let mut admin_worker = worker(0, service, open, None);
-        admin_worker.bounds.max_connections = limits::ADMIN_MAX_CONNECTIONS;
+        admin_worker.bounds.max_connections = server::limits::ADMIN_MAX_CONNECTIONS;
         servers.spawn(admin_worker.serve(admin));
     }
     shutdown.await;

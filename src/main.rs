@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     tracing::info!("{source}");
-    memu_proxy::limits::fit_open_files(&mut config);
+    memu_proxy::server::limits::fit_open_files(&mut config);
     let runtime = match memu_proxy::runtime() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),

@@ -17,13 +17,13 @@ use crate::cache::inflight::Inflight;
 use crate::cache::memo::KeyMemo;
 use crate::cache::similar::SimilarIndex;
 use crate::cache::{CacheKey, Generations, Invalidate, Lifetimes, Scope, Scopes, Store};
-use crate::circuit::{Circuit, Guards};
 use crate::config::Config;
 use crate::decide::Fetched;
 use crate::metrics::{self, InvalidationCause, Metrics};
 use crate::mirror::{Embedder, Mirror, Rewarm};
 use crate::routes::{TaskSpec, WriteKind};
 use crate::shared::SharedTier;
+use crate::upstream::circuit::{Circuit, Guards};
 use crate::upstream::Upstream;
 
 /// A coalesced fetch is identified by the key and the generations it was started under, so a

@@ -32,7 +32,7 @@ pub struct ServerSettings {
     /// being handled, is closed: before its first byte and between keep-alive requests.
     pub idle_timeout_ms: u64,
     /// Most open client connections; past it a new connection is closed at once. Lowered at
-    /// start-up to fit the open-files limit (see `limits.rs`).
+    /// start-up to fit the open-files limit (see `server/limits.rs`).
     pub max_connections: usize,
 }
 

@@ -2,7 +2,7 @@
 //! settings struct with defaults, the typed [`UpstreamConfig`] it becomes, and the `validate` that
 //! checks its bounds, as every section in `sections.rs` has them. `validate` also reads the PEM
 //! file `upstream.ca_file` names, so an unreadable or invalid one stops the proxy at start-up,
-//! reported under that key; the system's roots are loaded later, with the client (`tls.rs`).
+//! reported under that key; the system's roots are loaded later, with the client (`upstream/tls.rs`).
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::routes::table;
-use crate::tls::TlsRejection;
+use crate::upstream::tls::TlsRejection;
 use bytes::Bytes;
 use http::HeaderMap;
 

@@ -35,7 +35,7 @@ use serde::Deserialize;
 
 use crate::config::EmbeddingsConfig;
 use crate::metrics;
-use crate::tls;
+use crate::upstream::tls;
 
 /// A unit vector.
 pub type Vector = Arc<[f32]>;

@@ -12,7 +12,7 @@
 //! (`%2F` included) before FastAPI matches it ([`routed_path`]), so `/api/v1/memory/memoriz%65`
 //! is a memorize. A write's path with one trailing slash is that write too: memU answers it with a
 //! redirect to the slashless path, which a client may follow (the proxy rewrites the redirect to
-//! come back through it, `upstream.rs`), so it is invalidated as the write it leads to.
+//! come back through it, `upstream/location.rs`), so it is invalidated as the write it leads to.
 
 mod class;
 pub mod table;

@@ -4,7 +4,7 @@
 //! reads' failures never refuse a write.
 //!
 //! Closed: every request goes through; consecutive failures (timeouts, connect errors, 5xx; what
-//! counts is decided in `upstream.rs`, and a TLS rejection does not) are counted and any success
+//! counts is decided in `upstream/mod.rs`, and a TLS rejection does not) are counted and any success
 //! resets the count. At `failure_threshold` the circuit opens: nothing
 //! is sent to memU for `cool_down` (reads are answered stale or empty, writes get an honest 503).
 //! Then it is half-open: exactly one probe request goes through; success closes the circuit,

@@ -7,7 +7,7 @@
 //! bookkeeping of a run of failures (out of descriptors, or at the connection cap): one log line
 //! when it starts, one when it ends, a growing back-off in between.
 //!
-//! Not here: the accept loop itself (`server.rs`).
+//! Not here: the accept loop itself (`server/mod.rs`).
 
 use std::time::Duration;
 

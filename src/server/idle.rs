@@ -3,12 +3,12 @@
 //! Sits under hyper, around the client's socket. [`TrackedIo`] notes the time of every read or
 //! write that moved a byte; [`Activity::busy`] marks a request being handled (the client rightly
 //! sends nothing while memU thinks). [`Activity::idle`] completes once the connection has been
-//! quiet for the timeout with no request in hand; `server.rs` races it against the connection
+//! quiet for the timeout with no request in hand; `server/mod.rs` races it against the connection
 //! and drops the connection when it wins. That covers what hyper's `header_read_timeout` does
 //! not: a connection that never sends a byte, and keep-alive gaps between requests, for HTTP/1
 //! and HTTP/2 alike.
 //!
-//! Not here: per-request deadlines (`upstream.rs`) and slow request heads (hyper's own timeout).
+//! Not here: per-request deadlines (`upstream/mod.rs`) and slow request heads (hyper's own timeout).
 //! No crate offers this shape: read-timeout wrappers such as `tokio-io-timeout` fire during a long
 //! handler on HTTP/2, where the socket is always being read.
 

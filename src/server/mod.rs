@@ -8,8 +8,11 @@
 //!
 //! Every connection is bounded: at most `max_connections` are open at once (past it a new one is
 //! closed at once, so the clients already connected keep being served), and one that stays idle
-//! for `idle_timeout` is dropped (`idle.rs`). When accepting fails (out of descriptors) the loop
-//! backs off and logs the episode once (`limits.rs`), not every attempt.
+//! for `idle_timeout` is dropped (`idle.rs` here). When accepting fails (out of descriptors) the loop
+//! backs off and logs the episode once (`limits.rs` here), not every attempt.
+
+pub mod idle;
+pub mod limits;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,10 +30,10 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::body::ProxyBody;
-use crate::idle::{Activity, TrackedIo};
-use crate::limits::Episode;
 use crate::linger::Lingering;
 use crate::stack::HttpService;
+use idle::{Activity, TrackedIo};
+use limits::Episode;
 
 /// The bounds every connection of a listener is held to.
 #[derive(Debug, Clone, Copy)]

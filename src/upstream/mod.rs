@@ -12,6 +12,10 @@
 //! polls and pass-through, the longer `upstream.write_timeout_ms` for writes. Neither call
 //! retries: a retried write could be duplicated.
 
+pub mod circuit;
+pub mod location;
+pub mod tls;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,11 +33,11 @@ use tokio::time::Instant;
 use std::sync::Arc;
 
 use crate::body::{is_client_body_error, is_length_limit, BoxError, ClientBody, ProxyBody};
-use crate::circuit::{Circuit, Guards, Ticket};
 use crate::config::UpstreamConfig;
 use crate::headers::{strip_hop_by_hop, BUDGET_HEADER, REQUEST_ID};
-use crate::location;
-use crate::tls::{self, TlsHealth, TlsRejection};
+use circuit::{Circuit, Guards, Ticket};
+
+use tls::{TlsHealth, TlsRejection};
 
 /// Why an upstream exchange produced no usable response.
 #[derive(Debug, thiserror::Error)]

@@ -5,11 +5,11 @@
 //! crypto provider, passed explicitly rather than installed as a process-wide default. Certificate
 //! and host-name verification are rustls's own and cannot be turned off: there is no switch.
 //! [`rejection`] finds the rustls error a failed connection carries in its source chain, so
-//! `upstream.rs` can tell a rejected certificate from an unreachable memU. [`TlsHealth`] logs a
+//! `upstream/mod.rs` can tell a rejected certificate from an unreachable memU. [`TlsHealth`] logs a
 //! rejection once per change of state, not once per request.
 //!
-//! Sits below `upstream.rs`, its only user. It does not build connectors or decide what a client
-//! receives: that is `upstream.rs` (connector), `decide.rs` and `error.rs` (answers).
+//! Sits below `upstream/mod.rs`, its only user. It does not build connectors or decide what a client
+//! receives: that is `upstream/mod.rs` (connector), `decide.rs` and `error.rs` (answers).
 
 use std::error::Error as StdError;
 use std::io;
