@@ -6,7 +6,7 @@
 //! number of fetches at once is bounded (`latency.max_background_fetches`), and background work
 //! (refreshes, prewarms) leaves a quarter of the permits to clients who are waiting.
 //!
-//! With the shared tier on, the fetch asks Redis first (`shared/`): an answer stored there by any
+//! With the shared tier on, the fetch asks Redis first (`shared_tier/`): an answer stored there by any
 //! replica is served as a hit and fills the local cache; otherwise the fetch goes to memU (or
 //! waits for the replica holding the key's lock), and a cacheable answer is written back to Redis
 //! after the waiters are woken.
@@ -28,8 +28,8 @@ use crate::fallback::FallbackReason;
 use crate::headers::strip_hop_by_hop;
 use crate::metrics::BackgroundEvent;
 use crate::outcome::RouteClassLabel;
-use crate::shared::record::Record;
-use crate::shared::Before;
+use crate::shared_tier::record::Record;
+use crate::shared_tier::Before;
 use crate::state::{InflightKey, State};
 use crate::upstream::circuit::Guards;
 use crate::upstream::{Buffered, Encoding, UpstreamError};

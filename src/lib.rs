@@ -27,7 +27,7 @@
 //! | [`decide`] | pure decisions: judge an upstream result, admit, what a waiter answers |
 //! | [`error`] | the proxy's own error responses, one status per condition |
 //! | [`compat`] | opt-in repairs of answers real clients cannot parse (pure) |
-//! | [`shared`] | the optional shared tier on Redis: lookups, stores, locks, the invalidation stream |
+//! | [`shared_tier`] | the optional shared tier on Redis: lookups, stores, locks, the invalidation stream |
 //! | [`cache`] | keys and normalisation, byte-bounded store, invalidation generations and purge marks, what a write touches, coalescing |
 //! | [`upstream`] | the pooled client (plain or TLS), URI rewrite, hop-by-hop headers, deadline; `circuit`: the two breakers (reads and everything else, writes); `tls`: rustls client config (system roots + `upstream.ca_file`), TLS rejections, their log; `location`: memU's redirects rewritten to come back through the proxy (pure) |
 //! | [`metrics`] | the request metric families and scrape-time encoders |
@@ -59,7 +59,7 @@ pub mod outcome;
 pub mod respond;
 pub mod routes;
 pub mod server;
-pub mod shared;
+pub mod shared_tier;
 pub mod stack;
 pub mod state;
 pub mod tasks;

@@ -22,7 +22,7 @@ use crate::decide::Fetched;
 use crate::metrics::{self, InvalidationCause, Metrics};
 use crate::mirror::{Embedder, Mirror, Rewarm};
 use crate::routes::{TaskSpec, WriteKind};
-use crate::shared::SharedTier;
+use crate::shared_tier::SharedTier;
 use crate::upstream::circuit::{Circuit, Guards};
 use crate::upstream::Upstream;
 

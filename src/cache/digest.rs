@@ -1,6 +1,6 @@
 //! Digests the same in every process: SHA-256 over length-prefixed fields (so no two different
 //! field lists share an input), and lower-case hex. Slot ids (`generations.rs`), long-query keys
-//! (`key.rs`) and the shared tier's key names (`shared/names.rs`) are built with them. Pure.
+//! (`key.rs`) and the shared tier's key names (`shared_tier/names.rs`) are built with them. Pure.
 
 use sha2::{Digest, Sha256};
 

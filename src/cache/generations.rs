@@ -22,7 +22,7 @@
 //! memory served.
 //!
 //! Every generation lives in a [`Slot`], named by a [`SlotId`]: a SHA-256 digest of the slot's
-//! kind, user and agent, the same in every replica, so the shared tier (`shared/`) can name the
+//! kind, user and agent, the same in every replica, so the shared tier (`shared_tier/`) can name the
 //! slot in Redis and in its invalidation messages without carrying user ids in clear, and every
 //! replica can bump its own copy of that slot. The table keys on the digest's first 64 bits; two
 //! slots sharing them only invalidate each other (a spurious miss), never serve each other.

@@ -2,7 +2,7 @@
 //! Redis-protocol server (Redis 7, Valkey) that replicas share. Off unless `url` is set. Its
 //! settings struct with defaults, the typed [`SharedCacheConfig`] it becomes, and the `validate`
 //! that checks it, as every section has them. Parsing the URL with the redis crate opens no
-//! connection; the tier connects at start-up, in the background (`shared/`).
+//! connection; the tier connects at start-up, in the background (`shared_tier/`).
 
 use std::time::Duration;
 

@@ -268,7 +268,7 @@ fn parse(payload: &[u8], own_origin: &str) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::names::hex;
+    use crate::shared_tier::names::hex;
 
     #[test]
     fn messages_name_their_origin_and_bumps() {
