@@ -109,8 +109,8 @@ pub struct Arrived(pub Instant);
 
 impl RequestInfo {
     /// What the log line and the request metrics say of this request.
-    pub fn record(&self) -> Record<'_> {
-        Record {
+    pub fn summary(&self) -> Summary<'_> {
+        Summary {
             route_class: self.route_class,
             outcome: self.outcome,
             upstream: self.upstream,
@@ -124,7 +124,7 @@ impl RequestInfo {
 /// What the log line and the request metrics say of one request (`stack/mod.rs`), borrowed
 /// from its [`RequestInfo`] or, for a hit in the lane (`stack/lane.rs`), from the request.
 #[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
+pub struct Summary<'a> {
     pub route_class: RouteClassLabel,
     pub outcome: Outcome,
     pub upstream: Option<Duration>,
@@ -133,7 +133,7 @@ pub struct Record<'a> {
     pub path: Option<&'a str>,
 }
 
-impl Record<'_> {
+impl Summary<'_> {
     /// A response no handler made (a panic, the body limit's 413): an error if its status
     /// says so.
     pub fn unattributed(status: http::StatusCode) -> Self {
@@ -142,7 +142,7 @@ impl Record<'_> {
         } else {
             Outcome::Miss
         };
-        Record {
+        Summary {
             route_class: RouteClassLabel::Unknown,
             outcome,
             upstream: None,

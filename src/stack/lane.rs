@@ -34,7 +34,7 @@ use crate::cache::memo::MAX_MEMO_BODY_BYTES;
 use crate::exchange::read_body;
 use crate::handlers::{self, read};
 use crate::headers::{client_cache, request_budget, ClientCache, REQUEST_ID};
-use crate::outcome::{Arrived, Handled, Record, RouteClassLabel};
+use crate::outcome::{Arrived, Handled, RouteClassLabel, Summary};
 use crate::routes::{classify, ReadRoute, RequestPath, RouteClass};
 use crate::state::State;
 
@@ -86,7 +86,7 @@ where
         Err(panic) => return finished(panic_response(panic), &parts.headers, started, &state),
     };
     with_request_id(&mut response, &parts.headers);
-    let record = Record {
+    let summary = Summary {
         route_class: RouteClassLabel::Read,
         outcome,
         upstream,
@@ -94,7 +94,7 @@ where
         method: Some(&parts.method),
         path: Some(parts.uri.path()),
     };
-    conclude(&mut response, &record, started.elapsed(), &state.metrics);
+    conclude(&mut response, &summary, started.elapsed(), &state.metrics);
     response
 }
 

@@ -45,7 +45,7 @@ use crate::handlers;
 use crate::headers::{CacheStatus, REQUEST_ID};
 use crate::linger::Lingering;
 use crate::metrics::Metrics;
-use crate::outcome::{Record, RequestInfo};
+use crate::outcome::{RequestInfo, Summary};
 use crate::respond::{add_timing, set_cache_status, HEADER_CACHE_STATUS};
 use crate::state::State;
 
@@ -157,11 +157,11 @@ fn finish_response<B>(
     let total = arrived
         .map_or(started, |arrived| arrived.min(started))
         .elapsed();
-    let record = info.as_ref().map_or_else(
-        || Record::unattributed(response.status()),
-        RequestInfo::record,
+    let summary = info.as_ref().map_or_else(
+        || Summary::unattributed(response.status()),
+        RequestInfo::summary,
     );
-    conclude(&mut response, &record, total, metrics);
+    conclude(&mut response, &summary, total, metrics);
     response
 }
 
@@ -169,7 +169,7 @@ fn finish_response<B>(
 /// it has none, the request metrics, and the one log line.
 fn conclude<B>(
     response: &mut Response<B>,
-    record: &Record<'_>,
+    summary: &Summary<'_>,
     total: Duration,
     metrics: &Metrics,
 ) {
@@ -177,15 +177,15 @@ fn conclude<B>(
     if !response.headers().contains_key(HEADER_CACHE_STATUS) {
         set_cache_status(response.headers_mut(), CacheStatus::BYPASS);
     }
-    metrics.request(record.route_class, record.outcome, total);
+    metrics.request(summary.route_class, summary.outcome, total);
     tracing::info!(
-        method = record.method.map(Method::as_str),
-        path = record.path,
-        route_class = record.route_class.as_label(),
-        outcome = record.outcome.as_label(),
-        detail = record.detail,
+        method = summary.method.map(Method::as_str),
+        path = summary.path,
+        route_class = summary.route_class.as_label(),
+        outcome = summary.outcome.as_label(),
+        detail = summary.detail,
         status = response.status().as_u16(),
-        upstream_ms = record.upstream.map(tenths_of_ms),
+        upstream_ms = summary.upstream.map(tenths_of_ms),
         total_ms = tenths_of_ms(total),
         request_id = response
             .headers()
