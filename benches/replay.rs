@@ -47,7 +47,7 @@ use tokio::time::Instant;
 
 use support::latency::Model;
 use support::stats::percentiles;
-use support::{MemU, Proxy, Seen, RELATED as PATH};
+use support::{MemU, Proxy, Route, Seen, RELATED as PATH};
 
 const TURN_HEADER: &str = "x-bench-turn";
 const AGENT: &str = "mao";
@@ -314,7 +314,7 @@ async fn run_setup(setup: (&'static str, Option<u64>), script: &'static [UserScr
     Measured {
         name: setup.0,
         observed: observed.into_values().collect(),
-        upstream_requests: memu.hits("related-memory-items"),
+        upstream_requests: memu.hits(Route::Related),
         wall: started.elapsed(),
     }
 }

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use support::redis::RedisServer;
 use support::stats::percentiles;
-use support::{related_body, MemU, OwnThread, Proxy, RELATED};
+use support::{related_body, MemU, OwnThread, Proxy, Route, RELATED};
 
 const QUESTIONS: usize = 2_000;
 const TURNS: usize = 4_000;
@@ -148,7 +148,7 @@ async fn main() {
             // A user's successive turns land on either replica, as behind a load balancer.
             read(&client, *replicas[(n / USERS + n / 7) % 2], body).await;
         }
-        let hits = memu.hits("related-memory-items");
+        let hits = memu.hits(Route::Related);
         calls.push(hits);
         let _ = writeln!(report, "| {name} | {hits} |");
     }

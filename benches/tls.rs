@@ -37,7 +37,7 @@ use tokio_rustls::TlsConnector;
 
 use support::stats::percentiles;
 use support::tls::TestCa;
-use support::{MemU, Proxy, HIT, MISS_STORED, RELATED as PATH};
+use support::{MemU, Proxy, Route, HIT, MISS_STORED, RELATED as PATH};
 
 /// The same allocator as the binary (`src/main.rs`).
 #[global_allocator]
@@ -225,9 +225,7 @@ fn run() -> bool {
         measure(&mut targets).await;
     });
     let direct_calls = CALLS / ROUNDS * (ROUNDS + 1);
-    let upstream_calls = memu
-        .hits("related-memory-items")
-        .saturating_sub(direct_calls);
+    let upstream_calls = memu.hits(Route::Related).saturating_sub(direct_calls);
     let handshakes = memu.tls().handshakes();
     let split = (direct_calls, handshakes.saturating_sub(direct_calls));
     let errors: usize = targets.iter().map(|t| t.errors).sum();

@@ -31,7 +31,7 @@ async fn repeated_retrieval_is_answered_from_the_cache() {
     assert_eq!(second.header("age"), "0");
     assert!(second.header("server-timing").contains("cache;dur="));
     assert!(second.header("server-timing").contains("proxy;dur="));
-    assert_eq!(memu.hits("related-memory-items"), 1);
+    assert_eq!(memu.hits(Route::Related), 1);
 }
 
 #[tokio::test]
@@ -41,17 +41,17 @@ async fn all_three_retrieval_routes_are_cached() {
     let cases = [
         (
             DEFAULT_CATEGORIES,
-            "default-categories",
+            Route::DefaultCategories,
             json!({"user_id": "u1", "agent_id": "a1", "include_inactive": false, "want_summary": true}),
         ),
         (
             CLUSTERED,
-            "related-clustered-categories",
+            Route::Clustered,
             json!({"user_id": "u1", "agent_id": "a1", "category_query": "pets", "top_k": 5, "min_similarity": 0.3, "want_summary": true}),
         ),
         (
             RELATED,
-            "related-memory-items",
+            Route::Related,
             related_body("u1", Some("a1"), "cats"),
         ),
     ];
@@ -93,7 +93,7 @@ async fn reworded_equivalents_hit_and_different_questions_miss() {
     assert_next_read_hits(&proxy, &related_body("u1", Some("a1"), "你好")).await;
     post(&proxy.url(RELATED), &related_body("u1", Some("a1"), "3点")).await;
     assert_next_read_misses(&proxy, &related_body("u1", Some("a1"), "4点")).await;
-    assert_eq!(memu.hits("related-memory-items"), 4);
+    assert_eq!(memu.hits(Route::Related), 4);
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn users_agents_tenants_and_parameters_never_share_answers() {
         "memu-proxy; fwd=miss; stored",
         "no Authorization is its own tenant"
     );
-    assert_eq!(memu.hits("related-memory-items"), 2 + variants.len() + 1);
+    assert_eq!(memu.hits(Route::Related), 2 + variants.len() + 1);
 }
 
 #[tokio::test]
@@ -170,7 +170,7 @@ async fn only_real_200_json_answers_are_stored() {
         .contains("detail=upstream-5xx"));
     memu.set_failure(Failure::None);
     assert_next_read_misses(&proxy, &body).await;
-    assert_eq!(memu.hits("related-memory-items"), 4);
+    assert_eq!(memu.hits(Route::Related), 4);
 }
 
 #[tokio::test]
@@ -194,7 +194,7 @@ async fn unkeyable_bodies_are_forwarded_untouched_and_not_cached() {
     for _ in 0..2 {
         assert_eq!(post(&proxy.url(RELATED), &no_user).await.status, 422);
     }
-    assert_eq!(memu.hits("related-memory-items"), 4);
+    assert_eq!(memu.hits(Route::Related), 4);
     assert_eq!(
         memu.seen()[0].body,
         malformed.as_bytes(),
@@ -248,7 +248,7 @@ async fn no_cache_refreshes_and_no_store_bypasses() {
         "no-cache stored the fresh answer: {}",
         now_new.text()
     );
-    assert_eq!(memu.hits("related-memory-items"), 3);
+    assert_eq!(memu.hits(Route::Related), 3);
 }
 
 #[tokio::test]
@@ -276,7 +276,7 @@ async fn concurrent_identical_misses_make_one_upstream_request() {
         assert!(reply.text().contains("Mochi"));
         collapsed += usize::from(reply.cache_status().contains("collapsed"));
     }
-    assert_eq!(memu.hits("related-memory-items"), 1);
+    assert_eq!(memu.hits(Route::Related), 1);
     assert_eq!(collapsed, 15);
     assert_eq!(
         metric(&proxy.metrics().await, "memu_proxy_coalesced_waits_total"),
@@ -293,7 +293,7 @@ async fn entries_expire_after_the_ttl() {
     assert_next_read_hits(&proxy, &body).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_next_read_misses(&proxy, &body).await;
-    assert_eq!(memu.hits("related-memory-items"), 2);
+    assert_eq!(memu.hits(Route::Related), 2);
 }
 
 #[tokio::test]
@@ -331,7 +331,7 @@ async fn caching_can_be_disabled() {
             "memu-proxy; fwd=bypass"
         );
     }
-    assert_eq!(memu.hits("related-memory-items"), 2);
+    assert_eq!(memu.hits(Route::Related), 2);
 }
 
 #[tokio::test]

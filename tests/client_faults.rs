@@ -60,7 +60,7 @@ async fn memu_still_serves_everyone(proxy: &Proxy, memu: &MemU) {
     );
     let memorize = post(&proxy.url(MEMORIZE), &memorize_body("u", "a", "hi")).await;
     assert_eq!(memorize.status, 200, "{}", memorize.text());
-    assert_eq!(memu.hits("memorize"), 1);
+    assert_eq!(memu.hits(Route::Memorize), 1);
 }
 
 #[tokio::test]

@@ -139,7 +139,7 @@ async fn a_request_waiting_on_memu_longer_than_the_idle_timeout_is_answered() {
     let mut client = Client::connect(proxy.addr).await;
     let status = client.exchange(request.as_bytes()).await;
     assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
-    assert_eq!(memu.hits("memorize"), 1);
+    assert_eq!(memu.hits(Route::Memorize), 1);
 }
 
 #[tokio::test]

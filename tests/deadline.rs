@@ -135,7 +135,7 @@ async fn waiters_on_a_slow_fetch_each_get_the_fallback_at_their_deadline() {
             reply.cache_status()
         );
     }
-    assert_eq!(memu.hits("related-memory-items"), 1);
+    assert_eq!(memu.hits(Route::Related), 1);
 }
 
 #[tokio::test]
@@ -159,7 +159,7 @@ async fn writes_past_their_own_deadline_get_504_and_are_not_faked() {
     );
     assert!(reply.json().get("task_id").is_none());
     assert_eq!(
-        memu.hits("memorize"),
+        memu.hits(Route::Memorize),
         1,
         "forwarded exactly once, never retried"
     );
@@ -185,7 +185,11 @@ async fn a_write_is_not_cut_at_the_read_deadline_but_a_read_is() {
     assert_eq!(write.status, 200, "{}", write.text());
     assert!(write.json()["task_id"].is_string(), "{}", write.text());
     assert!(took >= Duration::from_millis(1_500), "{took:?}");
-    assert_eq!(memu.hits("memorize"), 1, "forwarded once, never retried");
+    assert_eq!(
+        memu.hits(Route::Memorize),
+        1,
+        "forwarded once, never retried"
+    );
 
     let started = Instant::now();
     let read = post(&proxy.url(RELATED), &related_body("u", Some("a"), "hi")).await;

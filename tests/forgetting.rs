@@ -150,7 +150,7 @@ async fn a_delete_memu_answers_5xx_stays_purged() {
 #[tokio::test]
 async fn a_delete_that_timed_out_stays_purged() {
     let (memu, proxy) = remembered(|s| s.upstream.write_timeout_ms = 200).await;
-    memu.set_route_latency("delete", Duration::from_secs(1));
+    memu.set_route_latency(Route::Delete, Duration::from_secs(1));
     assert_eq!(forget(&proxy, Some("a1")).await, 504);
     memu.set_failure(Failure::Status(503));
     assert_forgotten(&proxy, &where_do_i_live(), "upstream-5xx").await;
@@ -166,7 +166,7 @@ async fn a_fetch_in_flight_across_the_delete_is_never_served() {
     })
     .await;
     // The read reaches memU before the delete; its answer (with the address) arrives after.
-    memu.set_route_latency("related-memory-items", Duration::from_millis(600));
+    memu.set_route_latency(Route::Related, Duration::from_millis(600));
     let first = post(&proxy.url(RELATED), &where_do_i_live()).await;
     assert_eq!(first.cache_status(), "memu-proxy; fwd=miss; detail=budget");
     assert_eq!(forget(&proxy, Some("a1")).await, 200);
@@ -179,7 +179,7 @@ async fn a_fetch_in_flight_across_the_delete_is_never_served() {
         0.0,
         "the raced answer was not stored"
     );
-    memu.set_route_latency("related-memory-items", Duration::ZERO);
+    memu.set_route_latency(Route::Related, Duration::ZERO);
     memu.set_failure(Failure::Status(503));
     assert_forgotten(&proxy, &where_do_i_live(), "upstream-5xx").await;
 }
@@ -253,7 +253,7 @@ async fn purged_by(memu: &MemU, proxy: &Proxy, purge: Call, forgotten: &[&Call],
         assert_eq!(
             reply.cache_status(),
             "memu-proxy; fwd=miss; detail=upstream-5xx",
-            "{read:?} after {}",
+            "{read:?} after {:?}",
             purge.route
         );
         assert_eq!(reply.json(), read.fallback(), "{read:?}");
@@ -276,7 +276,7 @@ async fn a_v3_delete_forgets_every_read_of_the_user() {
     let categories = Call::v3_categories(KEY_1, "u", None);
     let other_user = Call::v3_retrieve(KEY_1, "v", "a", json!("Where do I live?"));
     let delete = Call::post(
-        "v3 delete",
+        Route::V3Delete,
         "/api/v3/memory/delete",
         Some(KEY_1),
         json!({"user_id": "u", "agent_id": "a"}),

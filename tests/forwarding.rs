@@ -160,7 +160,7 @@ async fn upstream_connections_are_pooled() {
         )
         .await;
     }
-    assert_eq!(memu.hits("related-memory-items"), 20);
+    assert_eq!(memu.hits(Route::Related), 20);
     assert!(
         memu.connections() <= 2,
         "{} connections for 20 sequential requests",
@@ -176,7 +176,7 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let url = proxy.url(MEMORIZE);
     let in_flight = tokio::spawn(async move { post(&url, &memorize_body("u", "a", "hi")).await });
     // The write is at memU (counted on arrival, answered 300 ms later) when shutdown begins.
-    memu.wait_for_hits("memorize", 1).await;
+    memu.wait_for_hits(Route::Memorize, 1).await;
     let addr = proxy.addr;
     let run = proxy.shutdown();
     let reply = in_flight.await.unwrap();

@@ -337,8 +337,8 @@ async fn v3_api_keys_users_and_agents_never_share_answers() {
         .map(|(key, user, agent, marker)| (Call::v3_categories(key, user, Some(agent)), *marker))
         .collect();
     isolated(&proxy, &categories).await;
-    assert_eq!(memu.hits("v3 retrieve"), 4);
-    assert_eq!(memu.hits("v3 categories"), 4);
+    assert_eq!(memu.hits(Route::V3Retrieve), 4);
+    assert_eq!(memu.hits(Route::V3Categories), 4);
 }
 
 #[tokio::test]
@@ -368,8 +368,8 @@ async fn v4_the_api_key_is_the_only_boundary_between_default_scopes() {
         .map(|(key, user, agent, marker)| (Call::v4_search(key, user, agent, "tea"), *marker))
         .collect();
     isolated(&proxy, &searches).await;
-    assert_eq!(memu.hits("v4 list"), 4);
-    assert_eq!(memu.hits("v4 search"), 4);
+    assert_eq!(memu.hits(Route::V4List), 4);
+    assert_eq!(memu.hits(Route::V4Search), 4);
 }
 
 #[tokio::test]
@@ -392,7 +392,7 @@ async fn memu_server_users_and_agents_never_share_categories() {
     let every_agent = Call::server_categories("u1", None).misses(&proxy).await;
     assert!(every_agent.text().contains("tea-of-u1-a1"));
     assert!(every_agent.text().contains("tea-of-u1-without-agent"));
-    assert_eq!(memu.hits("server categories"), 4);
+    assert_eq!(memu.hits(Route::ServerCategories), 4);
 }
 
 // ---- Writes invalidate -------------------------------------------------------------------------
@@ -447,7 +447,7 @@ async fn a_v3_memorize_invalidates_the_users_reads_at_once_and_after_success() {
     }
     other_agent.misses(&proxy).await;
     other_user.hits(&proxy).await;
-    assert_eq!(memu.hits("v3 memorize"), 1, "forwarded once");
+    assert_eq!(memu.hits(Route::V3Memorize), 1, "forwarded once");
     let polls: Vec<Seen> = memu
         .seen()
         .into_iter()
@@ -483,7 +483,7 @@ async fn a_v4_commit_invalidates_that_scopes_pages_and_searches() {
     assert_eq!(found["files"][0]["name"], "tea");
     other_agent.hits(&proxy).await;
     other_user.hits(&proxy).await;
-    assert_eq!(memu.hits("v4 commit"), 1, "forwarded once");
+    assert_eq!(memu.hits(Route::V4Commit), 1, "forwarded once");
 }
 
 #[tokio::test]
@@ -522,8 +522,11 @@ async fn a_memu_server_memorize_invalidates_every_retrieve_and_the_users_categor
     }
     about_alice.misses(&proxy).await;
     alices.hits(&proxy).await;
-    assert_eq!(memu.hits("server memorize"), 1, "forwarded once");
-    assert!(memu.hits("server status") >= 1, "the proxy polled the task");
+    assert_eq!(memu.hits(Route::ServerMemorize), 1, "forwarded once");
+    assert!(
+        memu.hits(Route::ServerStatus) >= 1,
+        "the proxy polled the task"
+    );
 }
 
 #[tokio::test]
@@ -560,7 +563,7 @@ async fn a_memu_server_clear_invalidates_every_retrieve_and_the_users_categories
     for read in [&tea, &alices, &bobs] {
         read.misses(&proxy).await;
     }
-    assert_eq!(memu.hits("server clear"), 2);
+    assert_eq!(memu.hits(Route::ServerClear), 2);
 }
 
 // ---- Keys: v4's GET and POST on one path, its query strings; v3's message lists ----------------
@@ -581,11 +584,11 @@ async fn on_the_v4_collection_get_is_a_cached_read_and_post_a_forwarded_write() 
             ["recall_files", "resources"],
             "the commit's own answer, not a cached page"
         );
-        assert_eq!(memu.hits("v4 commit"), n, "every POST is forwarded");
+        assert_eq!(memu.hits(Route::V4Commit), n, "every POST is forwarded");
         list.misses(&proxy).await;
         list.hits(&proxy).await;
     }
-    assert_eq!(memu.hits("v4 list"), 3);
+    assert_eq!(memu.hits(Route::V4List), 3);
 }
 
 #[tokio::test]
@@ -609,7 +612,7 @@ async fn v4_list_keys_are_the_sorted_decoded_parameters() {
         .misses(&proxy)
         .await;
     first_page.hits(&proxy).await;
-    assert_eq!(memu.hits("v4 list"), 3);
+    assert_eq!(memu.hits(Route::V4List), 3);
     let forwarded: Vec<String> = memu.seen().into_iter().map(|s| s.uri).collect();
     assert_eq!(
         forwarded,
@@ -643,7 +646,7 @@ async fn v4_pages_followed_by_next_cursor_are_cached_apart() {
     assert_eq!(next["next_cursor"], Value::Null);
     first.hits(&proxy).await;
     second.hits(&proxy).await;
-    assert_eq!(memu.hits("v4 list"), 2);
+    assert_eq!(memu.hits(Route::V4List), 2);
 }
 
 #[tokio::test]
@@ -681,7 +684,7 @@ async fn v3_message_list_queries_are_keyed_on_every_turn() {
         .misses(&proxy)
         .await;
     question.hits(&proxy).await;
-    assert_eq!(memu.hits("v3 retrieve"), 3);
+    assert_eq!(memu.hits(Route::V3Retrieve), 3);
 }
 
 // ---- memU down: the empty answers of §6 for reads, honest errors for writes --------------------
@@ -848,7 +851,7 @@ async fn trailing_slashes_are_forwarded_as_sent_and_never_cached() {
         .flat_map(|(call, _)| [call.path_and_query.clone(), call.path_and_query.clone()])
         .collect();
     assert_eq!(forwarded, sent, "forwarded as sent, redirects not followed");
-    assert_eq!(memu.hits("other"), memu.total_hits());
+    assert_eq!(memu.hits(Route::Other), memu.total_hits());
 }
 
 // ---- Prewarm -----------------------------------------------------------------------------------
@@ -921,12 +924,12 @@ async fn prewarm_fills_each_generations_keys_before_the_app_asks() {
 async fn a_v3_memorize_memu_received_is_not_answered_with_a_status_memu_sdk_retries() {
     let memu = MemU::start().await;
     // memU registers the task on arrival; its answer arrives late.
-    memu.set_route_latency("v3 memorize", std::time::Duration::from_millis(800));
+    memu.set_route_latency(Route::V3Memorize, std::time::Duration::from_millis(800));
     let proxy = Proxy::start(&memu.url(), |s| s.upstream.timeout_ms = 300).await;
     let reply = Call::v3_memorize(KEY_1, "u", "a", "I like tea")
         .send(&proxy)
         .await;
-    assert_eq!(memu.hits("v3 memorize"), 1, "memU has the write");
+    assert_eq!(memu.hits(Route::V3Memorize), 1, "memU has the write");
     let retried_by_the_sdk = reply.status.is_server_error() || reply.status == 429;
     assert!(
         !retried_by_the_sdk,

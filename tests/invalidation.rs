@@ -41,7 +41,11 @@ async fn memorize_invalidates_that_agent_and_the_users_agentless_reads_only() {
     assert_next_read_misses(&proxy, &pets("u", None)).await;
     assert_next_read_hits(&proxy, &pets("u", Some("b"))).await;
     assert_next_read_hits(&proxy, &pets("v", Some("a"))).await;
-    assert_eq!(memu.hits("memorize"), 1, "the write was forwarded once");
+    assert_eq!(
+        memu.hits(Route::Memorize),
+        1,
+        "the write was forwarded once"
+    );
 }
 
 #[tokio::test]
@@ -143,7 +147,7 @@ async fn delete_of_one_agent_leaves_other_agents_cached() {
 async fn a_read_that_raced_a_write_is_not_served_as_fresh() {
     let memu = MemU::start().await;
     // The write completes (both invalidations done) while the read is still in flight.
-    memu.set_route_latency("related-memory-items", Duration::from_millis(400));
+    memu.set_route_latency(Route::Related, Duration::from_millis(400));
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let body = related_body("u", Some("a"), "pets");
     // The read's fetch starts, then a write passes while it is in flight.
@@ -152,7 +156,7 @@ async fn a_read_that_raced_a_write_is_not_served_as_fresh() {
         let body = body.clone();
         async move { post(&url, &body).await }
     });
-    memu.wait_for_hits("related-memory-items", 1).await;
+    memu.wait_for_hits(Route::Related, 1).await;
     let write = post(
         &proxy.url(DELETE),
         &json!({"user_id": "u", "agent_id": "a"}),
@@ -160,24 +164,24 @@ async fn a_read_that_raced_a_write_is_not_served_as_fresh() {
     .await;
     assert_eq!(write.status, 200);
     read.await.unwrap();
-    memu.set_route_latency("related-memory-items", Duration::ZERO);
+    memu.set_route_latency(Route::Related, Duration::ZERO);
     // The raced answer predates the write: the next read goes to memU again.
     assert_next_read_misses(&proxy, &body).await;
-    assert_eq!(memu.hits("related-memory-items"), 2);
+    assert_eq!(memu.hits(Route::Related), 2);
 }
 
 #[tokio::test]
 async fn a_read_arriving_after_a_write_does_not_join_a_fetch_started_before_it() {
     let memu = MemU::start().await;
     // Only the read is slow: the write completes, and the next read arrives, while it is in flight.
-    memu.set_route_latency("related-memory-items", Duration::from_millis(600));
+    memu.set_route_latency(Route::Related, Duration::from_millis(600));
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let body = related_body("u", Some("a"), "pets");
     let before = tokio::spawn({
         let (url, body) = (proxy.url(RELATED), body.clone());
         async move { post(&url, &body).await }
     });
-    memu.wait_for_hits("related-memory-items", 1).await;
+    memu.wait_for_hits(Route::Related, 1).await;
     post(
         &proxy.url(DELETE),
         &json!({"user_id": "u", "agent_id": "a"}),
@@ -194,7 +198,7 @@ async fn a_read_arriving_after_a_write_does_not_join_a_fetch_started_before_it()
         after.cache_status()
     );
     before.await.unwrap();
-    assert_eq!(memu.hits("related-memory-items"), 2);
+    assert_eq!(memu.hits(Route::Related), 2);
 }
 
 #[tokio::test]
@@ -264,18 +268,18 @@ async fn a_slow_fetch_from_before_a_write_does_not_replace_the_newer_answer() {
     memu.seed("u", "a", "old memory");
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     let body = related_body("u", Some("a"), "pets");
-    memu.set_route_latency("related-memory-items", Duration::from_millis(600));
+    memu.set_route_latency(Route::Related, Duration::from_millis(600));
     let before_write = tokio::spawn({
         let (url, body) = (proxy.url(RELATED), body.clone());
         async move { post(&url, &body).await }
     });
-    memu.wait_for_hits("related-memory-items", 1).await;
+    memu.wait_for_hits(Route::Related, 1).await;
     post(
         &proxy.url(DELETE),
         &json!({"user_id": "u", "agent_id": "a"}),
     )
     .await;
-    memu.set_route_latency("related-memory-items", Duration::ZERO);
+    memu.set_route_latency(Route::Related, Duration::ZERO);
     let after_write = assert_next_read_misses(&proxy, &body).await;
     assert!(!after_write.text().contains("old memory"));
     let raced = before_write.await.unwrap();

@@ -46,11 +46,7 @@ async fn a_read_is_answered_at_the_budget_and_the_next_turn_hits() {
     )
     .await;
     assert!(next_turn.text().contains("Mochi"));
-    assert_eq!(
-        memu.hits("related-memory-items"),
-        1,
-        "no new upstream request"
-    );
+    assert_eq!(memu.hits(Route::Related), 1, "no new upstream request");
 }
 
 #[tokio::test]
@@ -115,7 +111,7 @@ async fn a_client_that_disconnects_does_not_cancel_the_fetch() {
     })
     .await;
     assert_next_read_hits(&proxy, &body).await;
-    assert_eq!(memu.hits("related-memory-items"), 1);
+    assert_eq!(memu.hits(Route::Related), 1);
 }
 
 #[tokio::test]
@@ -177,7 +173,7 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
         started.elapsed() < Duration::from_millis(300),
         "stale answers do not wait for memU"
     );
-    memu.wait_for_hits("related-memory-items", 2).await;
+    memu.wait_for_hits(Route::Related, 2).await;
     wait_until("the refreshed entry", 5, || async {
         post(&proxy.url(RELATED), &body).await.cache_status() == "memu-proxy; hit"
     })
@@ -187,7 +183,7 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
         .text()
         .contains("new memory"));
     assert_eq!(
-        memu.hits("related-memory-items"),
+        memu.hits(Route::Related),
         2,
         "five stale reads, one coalesced refresh"
     );
@@ -258,7 +254,7 @@ async fn background_work_is_bounded_and_excess_is_shed() {
         cache_entries(&proxy).await == 2.0
     })
     .await;
-    assert_eq!(memu.hits("related-memory-items"), 2);
+    assert_eq!(memu.hits(Route::Related), 2);
     assert_eq!(
         metric(
             &proxy.metrics().await,
@@ -308,7 +304,7 @@ async fn the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() {
         write.header("retry-after").is_empty(),
         "not the proxy's 503"
     );
-    assert_eq!(memu.hits("memorize"), 1, "forwarded");
+    assert_eq!(memu.hits(Route::Memorize), 1, "forwarded");
     let health = get(&proxy.url("/healthz")).await.json();
     assert_eq!(health["write_circuit"], "closed");
     let metrics = proxy.metrics().await;

@@ -132,7 +132,7 @@ async fn a_scope_seen_for_the_first_time_is_listed_once_in_the_background() {
     .await;
     // memU's retrieval is slow from the first question on, its listing is not: the first
     // question is already answered from the listing the proxy started when it saw the scope.
-    memu.set_route_latency("related-memory-items", Duration::from_secs(1));
+    memu.set_route_latency(Route::Related, Duration::from_secs(1));
     let first = post(&proxy.url(RELATED), &ask("u", "Where do I work?")).await;
     assert_eq!(first.cache_status(), LOCAL_BUDGET);
     assert_eq!(
@@ -147,7 +147,7 @@ async fn a_scope_seen_for_the_first_time_is_listed_once_in_the_background() {
         second.json()["related_memories"][0]["memory"]["content"],
         CAT
     );
-    assert_eq!(memu.hits("default-categories"), 1, "listed once");
+    assert_eq!(memu.hits(Route::DefaultCategories), 1, "listed once");
     assert_eq!(metric(&proxy.metrics().await, listed), 1.0);
 }
 
@@ -165,7 +165,7 @@ async fn after_a_memorize_succeeds_the_scope_is_rewarmed_and_the_repeat_is_a_hit
     .await;
     assert_eq!(turn.status, 200);
     assert_next_read_misses(&proxy, &repeat).await;
-    let before = memu.hits("related-memory-items");
+    let before = memu.hits(Route::Related);
     let written = post(
         &proxy.url(MEMORIZE),
         &memorize_body("u", "a", "My cat had kittens"),
@@ -179,7 +179,7 @@ async fn after_a_memorize_succeeds_the_scope_is_rewarmed_and_the_repeat_is_a_hit
         counted(&proxy.metrics().await, rewarmed) >= 2.0
     })
     .await;
-    memu.wait_for_hits("related-memory-items", before + 1).await;
+    memu.wait_for_hits(Route::Related, before + 1).await;
     // The next turn's repeat is a fresh hit, with the memorized turn, although memU is slow now.
     memu.set_latency(Duration::from_secs(1));
     wait_until("the re-warmed answer", 5, || async {
@@ -207,7 +207,7 @@ async fn an_answer_from_the_shared_tier_feeds_this_replicas_mirror_too() {
     memu.seed("u", "a", CAT);
     memu.seed("u", "a", WORK);
     // No listing reaches either replica: only the answer A fetches, which B finds in Redis.
-    memu.set_route_latency("default-categories", Duration::from_secs(30));
+    memu.set_route_latency(Route::DefaultCategories, Duration::from_secs(30));
     let local = |s: &mut Settings| {
         s.cache.local_answers = true;
         s.latency.budget_ms = 200;
@@ -222,7 +222,7 @@ async fn an_answer_from_the_shared_tier_feeds_this_replicas_mirror_too() {
     .await;
     let shared = post(&b.url(RELATED), &about).await;
     assert_eq!(shared.cache_status(), "memu-proxy; hit; detail=shared");
-    memu.set_route_latency("related-memory-items", Duration::from_secs(1));
+    memu.set_route_latency(Route::Related, Duration::from_secs(1));
     let reply = post(&b.url(RELATED), &ask("u", "What is my cat called?")).await;
     assert_eq!(reply.cache_status(), LOCAL_BUDGET, "{}", reply.text());
     assert_eq!(

@@ -133,7 +133,7 @@ async fn v3_after_a_delete_no_local_answer_holds_what_was_deleted() {
     let (memu, proxy, _) = v3_seen_once().await;
     memu.set_latency(Duration::ZERO);
     let delete = Call::post(
-        "v3 delete",
+        Route::V3Delete,
         "/api/v3/memory/delete",
         Some(KEY_1),
         json!({"user_id": "u", "agent_id": "a"}),
@@ -162,7 +162,7 @@ async fn v3_a_scope_seen_for_the_first_time_has_its_categories_listed_once() {
     memu.seed_v3(KEY_1, "u", "a", CAT);
     let proxy = local_proxy(&memu).await;
     // Retrieval is slow from the first question on, the listing is not.
-    memu.set_route_latency("v3 retrieve", Duration::from_secs(1));
+    memu.set_route_latency(Route::V3Retrieve, Duration::from_secs(1));
     let call = v3_ask(KEY_1, "u", "What is my cat called?");
     let reply = call.send(&proxy).await;
     assert_eq!(reply.cache_status(), LOCAL_BUDGET, "{}", reply.text());
@@ -173,7 +173,7 @@ async fn v3_a_scope_seen_for_the_first_time_has_its_categories_listed_once() {
         .contains("Mochi"));
     assert_eq!(answer["items"], json!([]));
     v3_ask(KEY_1, "u", "Where is Mochi?").send(&proxy).await;
-    assert_eq!(memu.hits("v3 categories"), 1, "listed once");
+    assert_eq!(memu.hits(Route::V3Categories), 1, "listed once");
     let seen = memu.seen();
     let listing = seen
         .iter()
@@ -253,14 +253,14 @@ async fn v4_a_scope_seen_for_the_first_time_has_its_first_page_listed_once() {
     memu.seed_v4(KEY_1, "default", "default", "cat", CAT);
     memu.seed_v4(KEY_1, "default", "default", "work", WORK);
     let proxy = local_proxy(&memu).await;
-    memu.set_route_latency("v4 search", Duration::from_secs(1));
+    memu.set_route_latency(Route::V4Search, Duration::from_secs(1));
     let call = v4_ask(KEY_1, "default", "Where do I work?");
     let answer = assert_local(&memu, &call, &call.send(&proxy).await).await;
     assert_eq!(answer["files"][0]["content"], WORK, "{answer}");
     let call = v4_ask(KEY_1, "default", "What is my cat called?");
     let answer = assert_local(&memu, &call, &call.send(&proxy).await).await;
     assert_eq!(answer["files"][0]["content"], CAT, "{answer}");
-    assert_eq!(memu.hits("v4 list"), 1, "listed once");
+    assert_eq!(memu.hits(Route::V4List), 1, "listed once");
     let listing = memu.seen().into_iter().find(|s| s.method == "GET").unwrap();
     assert_eq!(
         listing.uri,
@@ -354,9 +354,9 @@ async fn server_a_retrieve_naming_a_user_has_that_users_categories_listed_once()
     let memu = MemU::start().await;
     memu.seed_server("u", "a", CAT);
     let proxy = local_proxy(&memu).await;
-    memu.set_route_latency("server retrieve", Duration::from_secs(1));
+    memu.set_route_latency(Route::ServerRetrieve, Duration::from_secs(1));
     let body = json!({"query": "What is my cat called?", "user_id": "u"});
-    let call = Call::post("server retrieve", "/retrieve", None, body);
+    let call = Call::post(Route::ServerRetrieve, "/retrieve", None, body);
     let reply = call.send(&proxy).await;
     assert_eq!(reply.cache_status(), LOCAL_BUDGET, "{}", reply.text());
     assert!(reply.json()["result"]["categories"][0]["summary"]
@@ -364,6 +364,6 @@ async fn server_a_retrieve_naming_a_user_has_that_users_categories_listed_once()
         .unwrap()
         .contains("Mochi"));
     call.send(&proxy).await;
-    assert_eq!(memu.hits("server categories"), 1, "listed once");
+    assert_eq!(memu.hits(Route::ServerCategories), 1, "listed once");
     assert_eq!(metric(&proxy.metrics().await, FIRST_SIGHT), 1.0);
 }

@@ -35,7 +35,7 @@ async fn after_a_v3_memorize_succeeds_the_repeat_is_a_fresh_hit_holding_it() {
         .await;
     assert_eq!(turn.status, 200, "{}", turn.text());
     repeat.misses(&proxy).await;
-    let listed = memu.hits("v3 categories");
+    let listed = memu.hits(Route::V3Categories);
     let written = Call::v3_memorize(KEY_1, "u", "a", "Mochi had kittens")
         .send(&proxy)
         .await;
@@ -45,7 +45,7 @@ async fn after_a_v3_memorize_succeeds_the_repeat_is_a_fresh_hit_holding_it() {
         counted(&proxy.metrics().await, REWARMED) >= 2.0
     })
     .await;
-    memu.wait_for_hits("v3 categories", listed + 1).await;
+    memu.wait_for_hits(Route::V3Categories, listed + 1).await;
     memu.set_latency(Duration::from_secs(1));
     wait_until("the re-warmed answer", 5, || async {
         repeat.send(&proxy).await.cache_status() == HIT
@@ -66,7 +66,7 @@ async fn after_a_memu_server_memorize_completes_the_users_categories_are_listed_
     let proxy = local_proxy(&memu).await;
     let categories = Call::server_categories("u", None);
     categories.misses(&proxy).await;
-    let listed = memu.hits("server categories");
+    let listed = memu.hits(Route::ServerCategories);
     let written = Call::server_memorize("u", None, "My cat is called Mochi")
         .send(&proxy)
         .await;
@@ -76,7 +76,8 @@ async fn after_a_memu_server_memorize_completes_the_users_categories_are_listed_
         counted(&proxy.metrics().await, REWARMED) >= 1.0
     })
     .await;
-    memu.wait_for_hits("server categories", listed + 1).await;
+    memu.wait_for_hits(Route::ServerCategories, listed + 1)
+        .await;
     memu.set_latency(Duration::from_secs(1));
     let hit = categories.send(&proxy).await;
     assert_eq!(hit.cache_status(), HIT);
@@ -97,11 +98,11 @@ async fn with_local_answers_off_nothing_is_fetched_after_a_write() {
     Call::v3_memorize(KEY_1, "u", "a", "Mochi had kittens")
         .send(&proxy)
         .await;
-    let reads = memu.hits("v3 retrieve");
+    let reads = memu.hits(Route::V3Retrieve);
     memu.complete_tasks();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(memu.hits("v3 retrieve"), reads);
-    assert_eq!(memu.hits("v3 categories"), 0);
+    assert_eq!(memu.hits(Route::V3Retrieve), reads);
+    assert_eq!(memu.hits(Route::V3Categories), 0);
     assert_eq!(
         series(&proxy.metrics().await, REWARMED),
         None,

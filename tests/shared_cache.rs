@@ -46,7 +46,7 @@ async fn replica_b_answers_what_replica_a_fetched() {
     assert_eq!(shared.cache_status(), SHARED_HIT);
     assert_eq!(shared.body, first.body, "the very answer A fetched");
     assert_eq!(shared.header("content-type"), first.header("content-type"));
-    assert_eq!(memu.hits("related-memory-items"), 1, "B did not ask memU");
+    assert_eq!(memu.hits(Route::Related), 1, "B did not ask memU");
     // B's local cache now has it too.
     assert_next_read_hits(&b, &pets("u", Some("a"))).await;
     let metrics = b.metrics().await;
@@ -116,7 +116,7 @@ async fn nothing_crosses_an_api_key_a_user_or_an_agent() {
     assert_next_read_misses(&b, &pets("v", Some("a"))).await;
     assert_next_read_misses(&b, &pets("u", Some("b"))).await;
     assert_next_read_misses(&b, &pets("u", None)).await;
-    assert_eq!(memu.hits("related-memory-items"), 5);
+    assert_eq!(memu.hits(Route::Related), 5);
     assert_eq!(
         read(&b, &pets("u", Some("a"))).await.cache_status(),
         SHARED_HIT
@@ -160,7 +160,11 @@ async fn a_write_through_a_invalidates_b_within_a_second() {
             reply.text()
         );
     }
-    assert_eq!(memu.hits("memorize"), 1, "the write was forwarded once");
+    assert_eq!(
+        memu.hits(Route::Memorize),
+        1,
+        "the write was forwarded once"
+    );
     // Another user's answers are untouched everywhere.
     assert_next_read_hits(&b, &pets("v", Some("a"))).await;
     let metrics = b.metrics().await;
@@ -181,12 +185,12 @@ async fn a_fetch_that_raced_a_write_is_fresh_nowhere() {
         replica(&memu, &redis.url(), |_| {}).await,
         replica(&memu, &redis.url(), |_| {}).await,
     );
-    memu.set_route_latency("related-memory-items", Duration::from_millis(400));
+    memu.set_route_latency(Route::Related, Duration::from_millis(400));
     let slow = tokio::spawn({
         let url = b.url(RELATED);
         async move { post(&url, &pets("u", Some("a"))).await }
     });
-    memu.wait_for_hits("related-memory-items", 1).await;
+    memu.wait_for_hits(Route::Related, 1).await;
     post(
         &a.url(MEMORIZE),
         &memorize_body("u", "a", "I adopted a dog"),
@@ -195,7 +199,7 @@ async fn a_fetch_that_raced_a_write_is_fresh_nowhere() {
     memu.complete_tasks();
     let raced = slow.await.unwrap();
     assert_eq!(raced.status, 200);
-    memu.set_route_latency("related-memory-items", Duration::ZERO);
+    memu.set_route_latency(Route::Related, Duration::ZERO);
     // Its lock is given back right after the answer; the answer itself is not kept.
     wait_until("the raced fetch's lock to be given back", 5, || async {
         !redis.keys().contains("memu-proxy:l:")
@@ -226,7 +230,7 @@ async fn replicas_asking_the_same_new_question_make_one_memu_call() {
     for _ in 0..3 {
         replicas.push(replica(&memu, &redis.url(), |_| {}).await);
     }
-    memu.set_route_latency("related-memory-items", Duration::from_millis(300));
+    memu.set_route_latency(Route::Related, Duration::from_millis(300));
     let asks: Vec<_> = replicas
         .iter()
         .map(|proxy| {
@@ -240,7 +244,7 @@ async fn replicas_asking_the_same_new_question_make_one_memu_call() {
         assert_eq!(reply.status, 200);
         statuses.push(reply.cache_status());
     }
-    assert_eq!(memu.hits("related-memory-items"), 1, "{statuses:?}");
+    assert_eq!(memu.hits(Route::Related), 1, "{statuses:?}");
     statuses.sort();
     assert_eq!(statuses, [MISS_STORED, SHARED_HIT, SHARED_HIT]);
 }
@@ -258,7 +262,7 @@ async fn a_restarted_replica_starts_warm() {
     assert_eq!(reply.cache_status(), SHARED_HIT);
     let age: u64 = reply.header("age").parse().unwrap();
     assert!(age < 300, "an age within the TTL: {age}");
-    assert_eq!(memu.hits("related-memory-items"), 1);
+    assert_eq!(memu.hits(Route::Related), 1);
 }
 
 #[tokio::test]
@@ -385,7 +389,7 @@ async fn writes_made_while_cut_off_are_published_when_the_link_is_back() {
         read(&b, &pets("u", Some("a"))).await.cache_status() != HIT
     })
     .await;
-    assert_eq!(memu.hits("memorize"), 1);
+    assert_eq!(memu.hits(Route::Memorize), 1);
 }
 
 #[tokio::test]

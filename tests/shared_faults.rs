@@ -275,19 +275,19 @@ async fn a_waiter_whose_deadline_the_wait_consumed_does_not_ask_memu() {
     let memu = MemU::start().await;
     let holder = replica(&memu, &redis.url(), |_| {}).await;
     let waiter = replica(&memu, &redis.url(), |s| s.upstream.timeout_ms = 300).await;
-    memu.set_route_latency("related-memory-items", Duration::from_millis(1000));
+    memu.set_route_latency(Route::Related, Duration::from_millis(1000));
     let held = tokio::spawn({
         let url = holder.url(RELATED);
         async move { post(&url, &pets()).await }
     });
-    memu.wait_for_hits("related-memory-items", 1).await;
+    memu.wait_for_hits(Route::Related, 1).await;
     let gave_up = read(&waiter).await;
     assert_eq!(
         gave_up.cache_status(),
         "memu-proxy; fwd=miss; detail=timeout"
     );
     assert_eq!(held.await.unwrap().cache_status(), MISS_STORED);
-    assert_eq!(memu.hits("related-memory-items"), 1, "one memU call");
+    assert_eq!(memu.hits(Route::Related), 1, "one memU call");
     let metrics = waiter.metrics().await;
     let asked = r#"memu_proxy_upstream_duration_seconds_count{route_class="read"}"#;
     assert_eq!(series(&metrics, asked), None, "the waiter never asked memU");

@@ -39,7 +39,7 @@ async fn a_reworded_repeat_is_a_similar_hit() {
     )
     .await;
     assert_eq!(en.cache_status(), "memu-proxy; hit; detail=similar");
-    assert_eq!(memu.hits("related-memory-items"), 2);
+    assert_eq!(memu.hits(Route::Related), 2);
     let metrics = proxy.metrics().await;
     assert_eq!(
         metric(
@@ -70,7 +70,7 @@ async fn different_questions_users_and_parameters_are_not_similar() {
     for body in &misses {
         assert_next_read_misses(&proxy, body).await;
     }
-    assert_eq!(memu.hits("related-memory-items"), 1 + misses.len());
+    assert_eq!(memu.hits(Route::Related), 1 + misses.len());
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ async fn over_https_reads_are_cached_and_a_memorize_is_forwarded_once_and_invali
     let first = assert_next_read_misses(&proxy, &body).await;
     assert_eq!(first.json()["total_found"], 1, "{}", first.text());
     assert_next_read_hits(&proxy, &body).await;
-    assert_eq!(memu.hits("related-memory-items"), 1);
+    assert_eq!(memu.hits(Route::Related), 1);
 
     let write = post(
         &proxy.url(MEMORIZE),
@@ -40,13 +40,9 @@ async fn over_https_reads_are_cached_and_a_memorize_is_forwarded_once_and_invali
     .await;
     assert_eq!(write.status, 200, "{}", write.text());
     assert!(write.json()["task_id"].is_string());
-    assert_eq!(memu.hits("memorize"), 1, "forwarded exactly once");
+    assert_eq!(memu.hits(Route::Memorize), 1, "forwarded exactly once");
     assert_next_read_misses(&proxy, &body).await;
-    assert_eq!(
-        memu.hits("related-memory-items"),
-        2,
-        "the write invalidated"
-    );
+    assert_eq!(memu.hits(Route::Related), 2, "the write invalidated");
 
     for seen in memu.seen() {
         assert_eq!(seen.headers["host"], memu.addr.to_string(), "{}", seen.uri);
@@ -76,7 +72,7 @@ async fn sequential_calls_on_new_client_connections_share_pooled_tls_connections
         let body = related_body("u", Some("a"), &format!("question {i}"));
         assert_next_read_misses(&proxy, &body).await;
     }
-    assert_eq!(memu.hits("related-memory-items"), CALLS);
+    assert_eq!(memu.hits(Route::Related), CALLS);
     let handshakes = memu.tls().handshakes();
     assert!(
         handshakes < CALLS / 2,

@@ -24,7 +24,7 @@ async fn workers_on_one_port_share_the_cache_invalidations_and_metrics() {
         assert_next_read_hits(&proxy, &body).await;
     }
     assert_eq!(
-        memu.hits("related-memory-items"),
+        memu.hits(Route::Related),
         1,
         "one fetch served every worker"
     );
@@ -55,7 +55,7 @@ async fn workers_on_one_port_share_the_cache_invalidations_and_metrics() {
     for _ in 0..CONNECTIONS {
         assert_next_read_hits(&proxy, &body).await;
     }
-    assert_eq!(memu.hits("related-memory-items"), 2);
+    assert_eq!(memu.hits(Route::Related), 2);
 
     let stopped = tokio::time::timeout(Duration::from_secs(5), proxy.shutdown()).await;
     assert!(stopped.is_ok(), "every worker stopped within 5 s");

@@ -50,7 +50,7 @@ async fn a_write_on_a_percent_encoded_path_is_that_write() {
         let status = write_raw(&proxy, path, memorize_json().into_bytes()).await;
         assert_eq!(status, 200, "{path}: the stand-in decodes as uvicorn does");
         assert_eq!(
-            memu.hits("memorize"),
+            memu.hits(Route::Memorize),
             n + 1,
             "{path} forwarded as a memorize"
         );
@@ -146,7 +146,7 @@ async fn memus_redirects_come_back_through_the_proxy() {
     assert_eq!(redirected.header("location"), "/memorize");
     let followed = post(&proxy.url(&redirected.header("location")), &body).await;
     assert_eq!(followed.status, 200);
-    assert_eq!(memu.hits("server memorize"), 1);
+    assert_eq!(memu.hits(Route::ServerMemorize), 1);
 }
 
 #[tokio::test]
@@ -158,7 +158,7 @@ async fn failing_reads_never_refuse_a_write() {
     })
     .await;
     // Reads that only exceed the deadline: five of them open the reads' breaker.
-    memu.set_route_latency("related-memory-items", Duration::from_millis(500));
+    memu.set_route_latency(Route::Related, Duration::from_millis(500));
     for n in 0..5 {
         let read = post(
             &proxy.url(RELATED),
@@ -175,7 +175,7 @@ async fn failing_reads_never_refuse_a_write() {
     )
     .await;
     assert_eq!(written.status, 200, "{}", written.text());
-    assert_eq!(memu.hits("memorize"), 1, "the memorize reached memU");
+    assert_eq!(memu.hits(Route::Memorize), 1, "the memorize reached memU");
     assert_eq!(health["write_circuit"], "closed");
 }
 
@@ -184,7 +184,7 @@ async fn a_write_whose_client_went_away_is_still_tracked_to_success() {
     let memu = MemU::start().await;
     let proxy = Proxy::start(&memu.url(), |_| {}).await;
     warm(&proxy).await;
-    memu.set_route_latency("memorize", Duration::from_millis(300));
+    memu.set_route_latency(Route::Memorize, Duration::from_millis(300));
     let url = proxy.url(MEMORIZE);
     let body = memorize_body("u", "a", "I adopted a cat named Mochi");
     let gave_up = tokio::time::timeout(Duration::from_millis(100), post(&url, &body)).await;
@@ -192,7 +192,7 @@ async fn a_write_whose_client_went_away_is_still_tracked_to_success() {
         gave_up.is_err(),
         "the client went away before memU answered"
     );
-    memu.wait_for_hits("memorize", 1).await;
+    memu.wait_for_hits(Route::Memorize, 1).await;
     // Read while memU applies it: the answer without the cat is cached...
     let meanwhile = assert_next_read_misses(&proxy, &pets()).await;
     assert!(!meanwhile.text().contains("Mochi"));
@@ -205,5 +205,5 @@ async fn a_write_whose_client_went_away_is_still_tracked_to_success() {
     .await;
     let fresh = assert_next_read_misses(&proxy, &pets()).await;
     assert!(fresh.text().contains("Mochi"), "{}", fresh.text());
-    assert_eq!(memu.hits("memorize"), 1, "forwarded once");
+    assert_eq!(memu.hits(Route::Memorize), 1, "forwarded once");
 }

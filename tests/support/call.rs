@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{json, Value};
 
-use super::{related_body, send, Proxy, Reply, HIT, MISS_STORED, RELATED};
+use super::{related_body, send, Proxy, Reply, Route, HIT, MISS_STORED, RELATED};
 
 pub const KEY_1: &str = "Bearer key-1";
 pub const KEY_2: &str = "Bearer key-2";
@@ -13,7 +13,7 @@ pub const KEY_2: &str = "Bearer key-2";
 #[derive(Debug, Clone)]
 pub struct Call {
     /// The stand-in's hit counter for it.
-    pub route: &'static str,
+    pub route: Route,
     pub method: Method,
     pub path_and_query: String,
     pub authorization: Option<&'static str>,
@@ -22,7 +22,7 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn post(route: &'static str, path: &str, key: Option<&'static str>, body: Value) -> Call {
+    pub fn post(route: Route, path: &str, key: Option<&'static str>, body: Value) -> Call {
         Call {
             route,
             method: Method::POST,
@@ -35,7 +35,12 @@ impl Call {
     /// memu-sdk 1.0's retrieve: `query` is a string or a list of messages.
     pub fn v3_retrieve(key: &'static str, user: &str, agent: &str, query: Value) -> Call {
         let body = json!({"user_id": user, "agent_id": agent, "query": query});
-        Call::post("v3 retrieve", "/api/v3/memory/retrieve", Some(key), body)
+        Call::post(
+            Route::V3Retrieve,
+            "/api/v3/memory/retrieve",
+            Some(key),
+            body,
+        )
     }
 
     /// memu-sdk 1.0's list_categories: `agent_id` omitted when there is none.
@@ -45,7 +50,7 @@ impl Call {
             body["agent_id"] = json!(agent);
         }
         Call::post(
-            "v3 categories",
+            Route::V3Categories,
             "/api/v3/memory/categories",
             Some(key),
             body,
@@ -55,7 +60,7 @@ impl Call {
     /// memu-cli's list: `GET /api/v4/memory?<params>`, no body, no Content-Type.
     pub fn v4_list(key: &'static str, params: &str) -> Call {
         Call {
-            route: "v4 list",
+            route: Route::V4List,
             method: Method::GET,
             path_and_query: format!("/api/v4/memory?{params}"),
             authorization: Some(key),
@@ -65,13 +70,13 @@ impl Call {
 
     pub fn v4_search(key: &'static str, user: &str, agent: &str, query: &str) -> Call {
         let body = json!({"query": query, "user_id": user, "agent_id": agent});
-        Call::post("v4 search", "/api/v4/memory/search", Some(key), body)
+        Call::post(Route::V4Search, "/api/v4/memory/search", Some(key), body)
     }
 
     /// memU-server `/retrieve`: no auth, only `query` read.
     pub fn server_retrieve(query: &str) -> Call {
         Call::post(
-            "server retrieve",
+            Route::ServerRetrieve,
             "/retrieve",
             None,
             json!({ "query": query }),
@@ -83,20 +88,25 @@ impl Call {
         if let Some(agent) = agent {
             body["agent_id"] = json!(agent);
         }
-        Call::post("server categories", "/categories", None, body)
+        Call::post(Route::ServerCategories, "/categories", None, body)
     }
 
     /// memu-py 0.1.8's related-memory-items.
     pub fn v1_related(user: &str, agent: &str, query: &str) -> Call {
         let body = related_body(user, Some(agent), query);
-        Call::post("related-memory-items", RELATED, Some("Bearer key-1"), body)
+        Call::post(Route::Related, RELATED, Some("Bearer key-1"), body)
     }
 
     /// memu-sdk 1.0's memorize of one user message.
     pub fn v3_memorize(key: &'static str, user: &str, agent: &str, text: &str) -> Call {
         let body = json!({"user_id": user, "agent_id": agent, "user_name": "User", "agent_name": "Assistant",
                           "conversation": [{"role": "user", "content": text}]});
-        Call::post("v3 memorize", "/api/v3/memory/memorize", Some(key), body)
+        Call::post(
+            Route::V3Memorize,
+            "/api/v3/memory/memorize",
+            Some(key),
+            body,
+        )
     }
 
     /// memu-cli's commit of one memory recall file.
@@ -110,7 +120,7 @@ impl Call {
         let body = json!({"user": {"user_id": user, "agent_id": agent},
                           "recall_files": [{"name": name, "track": "memory", "description": name, "content": content}],
                           "resource": []});
-        Call::post("v4 commit", "/api/v4/memory", Some(key), body)
+        Call::post(Route::V4Commit, "/api/v4/memory", Some(key), body)
     }
 
     /// memU-server's memorize, with the README's message shape.
@@ -120,11 +130,11 @@ impl Call {
         if let Some(agent) = agent {
             body["agent_id"] = json!(agent);
         }
-        Call::post("server memorize", "/memorize", None, body)
+        Call::post(Route::ServerMemorize, "/memorize", None, body)
     }
 
     pub fn server_clear(body: Value) -> Call {
-        Call::post("server clear", "/clear", None, body)
+        Call::post(Route::ServerClear, "/clear", None, body)
     }
 
     /// The same call with this exact body text.
@@ -172,20 +182,20 @@ impl Call {
         let body: Value = serde_json::from_str(self.body.as_deref().unwrap_or("{}")).unwrap();
         let query = &body["query"];
         match self.route {
-            "v3 retrieve" => {
+            Route::V3Retrieve => {
                 json!({"categories": [], "items": [], "resources": [], "next_step_query": null})
             }
-            "v3 categories" => json!({"categories": []}),
-            "v4 list" => json!({"recall_files": [], "next_cursor": null}),
-            "v4 search" => json!({"segments": [], "files": [], "resources": []}),
-            "server retrieve" => json!({"status": "success", "result": {
+            Route::V3Categories => json!({"categories": []}),
+            Route::V4List => json!({"recall_files": [], "next_cursor": null}),
+            Route::V4Search => json!({"segments": [], "files": [], "resources": []}),
+            Route::ServerRetrieve => json!({"status": "success", "result": {
                 "needs_retrieval": false, "original_query": query, "rewritten_query": query,
                 "next_step_query": null, "categories": [], "items": [], "resources": []}}),
-            "server categories" => json!({"status": "success", "result": {"categories": []}}),
-            "related-memory-items" => {
+            Route::ServerCategories => json!({"status": "success", "result": {"categories": []}}),
+            Route::Related => {
                 json!({"related_memories": [], "query": query, "total_found": 0, "search_params": {}})
             }
-            other => panic!("{other} is not a read"),
+            other => panic!("{other:?} is not a read"),
         }
     }
 }

@@ -43,10 +43,13 @@ use super::own_thread::OwnThread;
 use super::tls::{TestCa, TlsServer};
 
 mod answers;
+mod route;
 mod server;
 mod store;
 mod v3;
 mod v4;
+
+pub use route::Route;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -324,21 +327,20 @@ impl MemU {
         tls.expect("this stand-in was started without .tls(..)")
     }
 
-    /// Requests received on the route named `route` (e.g. "related-memory-items", "v4 list"; the
-    /// names are in the module docs). A request counts when it arrives, before its latency: a hit means memU is working on it.
-    pub fn hits(&self, route: &str) -> usize {
+    /// Requests received on `route`. A request counts when it arrives, before its latency: a hit means memU is working on it.
+    pub fn hits(&self, route: Route) -> usize {
         self.state
             .hits
             .lock()
             .unwrap()
-            .get(route)
+            .get(route.name())
             .copied()
             .unwrap_or(0)
     }
 
     /// Waits until `route` has had at least `n` hits (so the `n`th request is in flight at memU,
     /// or answered); panics after 10 s.
-    pub async fn wait_for_hits(&self, route: &str, n: usize) {
+    pub async fn wait_for_hits(&self, route: Route, n: usize) {
         let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let hit = self.state.hit.notified();
@@ -350,7 +352,7 @@ impl MemU {
             }
             let seen = self.hits(route);
             if tokio::time::timeout_at(give_up, hit).await.is_err() {
-                panic!("timed out waiting for {n} hits on {route}: {seen} so far");
+                panic!("timed out waiting for {n} hits on {route:?}: {seen} so far");
             }
         }
     }
@@ -374,12 +376,12 @@ impl MemU {
 
     /// A fixed latency for one route (by the names [`MemU::hits`] takes), overriding
     /// [`MemU::set_latency`].
-    pub fn set_route_latency(&self, route: &'static str, latency: Duration) {
+    pub fn set_route_latency(&self, route: Route, latency: Duration) {
         self.state
             .route_latency
             .lock()
             .unwrap()
-            .insert(route, Arc::new(move |_: &Seen| latency));
+            .insert(route.name(), Arc::new(move |_: &Seen| latency));
     }
 
     pub fn set_failure(&self, failure: Failure) {

@@ -27,7 +27,7 @@ use memu_proxy::config::Settings;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub use memu::{Failure, MemU, Seen};
+pub use memu::{Failure, MemU, Route, Seen};
 pub use own_thread::OwnThread;
 
 pub const RELATED: &str = "/api/v1/memory/retrieve/related-memory-items";
