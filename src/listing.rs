@@ -31,7 +31,7 @@ use crate::cache::{request_key, Invalidate, KeyedRead, Lookup, Scope};
 use crate::fetch::start_background;
 use crate::metrics::MirrorFetch;
 use crate::mirror::Rewarm;
-use crate::routes::{table, Generation, PathPattern, ReadRoute};
+use crate::routes::{table, Generation, ReadRoute};
 use crate::state::State;
 
 /// Most repeated read keys re-fetched per scope after a write.
@@ -88,12 +88,12 @@ pub struct OwnRead {
 }
 
 impl OwnRead {
-    /// A POST read of `route` at `path` with a JSON body.
-    pub fn post(route: ReadRoute, path: String, body: &Value) -> OwnRead {
+    /// A POST read of `route` under `base` (`/api/v1`, …, or empty) with a JSON body.
+    pub fn post(route: ReadRoute, base: &str, body: &Value) -> OwnRead {
         OwnRead {
             route,
             method: Method::POST,
-            path_and_query: path,
+            path_and_query: format!("{base}{}", route.path.suffix().unwrap_or_default()),
             body: Bytes::from(body.to_string()),
         }
     }
@@ -103,26 +103,19 @@ impl OwnRead {
     /// when there is none), v4's first page (memu-cli: agent `default` when there is none),
     /// memU-server `/categories`. Pure.
     pub fn listing(generation: Generation, base: &str, user: &str, agent: Option<&str>) -> OwnRead {
-        let ids = || {
-            let mut ids = json!({ "user_id": user });
-            if let Some(agent) = agent.filter(|a| !a.is_empty()) {
-                ids["agent_id"] = json!(agent);
-            }
-            ids
-        };
         let (row, body) = match generation {
             Generation::V1 => (
                 &table::V1_CATEGORIES,
                 json!({"user_id": user, "agent_id": agent, "include_inactive": false, "want_summary": true}),
             ),
-            Generation::V3 => (&table::V3_CATEGORIES, ids()),
-            Generation::Server => (&table::SERVER_CATEGORIES, ids()),
+            Generation::V3 => (&table::V3_CATEGORIES, ids(user, agent)),
+            Generation::Server => (&table::SERVER_CATEGORIES, ids(user, agent)),
             Generation::V4 => {
                 let query = form_urlencoded::Serializer::new(String::new())
                     .append_pair("user_id", user)
                     .append_pair("agent_id", agent.unwrap_or("default"))
                     .finish();
-                let path = pattern(ReadRoute(&table::V4_LIST)).unwrap_or_default();
+                let path = table::V4_LIST.path.suffix().unwrap_or_default();
                 return OwnRead {
                     route: ReadRoute(&table::V4_LIST),
                     method: Method::GET,
@@ -131,15 +124,13 @@ impl OwnRead {
                 };
             }
         };
-        let route = ReadRoute(row);
-        let path = format!("{base}{}", pattern(route).unwrap_or_default());
-        OwnRead::post(route, path, &body)
+        OwnRead::post(ReadRoute(row), base, &body)
     }
 
     /// The listing of `scope` to fetch after a read of `route` at `path` (its base path kept);
     /// `None` when the read is the listing itself. Pure.
     pub fn listing_after(route: ReadRoute, path: &str, scope: &Scope) -> Option<OwnRead> {
-        let base = path.strip_suffix(pattern(route)?)?;
+        let base = path.strip_suffix(route.path.suffix()?)?;
         let listing = OwnRead::listing(route.generation, base, &scope.user, scope.agent.as_deref());
         (listing.route != route).then_some(listing)
     }
@@ -175,12 +166,14 @@ impl OwnRead {
     }
 }
 
-/// The path suffix a route's path ends with.
-fn pattern(route: ReadRoute) -> Option<&'static str> {
-    match route.path {
-        PathPattern::Suffix(suffix) | PathPattern::Root(suffix) => Some(suffix),
-        PathPattern::Task(_) | PathPattern::RootTask(_) => None,
+/// `{"user_id", "agent_id"?}`, as memu-sdk and memU-server clients send them: a missing (or
+/// empty) agent is left out rather than sent as null.
+pub fn ids(user: &str, agent: Option<&str>) -> Value {
+    let mut ids = json!({ "user_id": user });
+    if let Some(agent) = agent.filter(|a| !a.is_empty()) {
+        ids["agent_id"] = json!(agent);
     }
+    ids
 }
 
 /// After a memorize succeeded: re-warms each scope it wrote, as `rewarm` says. `head` is the
@@ -195,7 +188,7 @@ pub fn after_write(
         return;
     };
     let route = rewarm.query;
-    let Some(query_path) = pattern(route).map(|p| format!("{}{p}", rewarm.base)) else {
+    let Some(query_path) = route.path.suffix().map(|p| format!("{}{p}", rewarm.base)) else {
         return;
     };
     for (scope, what) in targets {

@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use http::{Request, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::body::ProxyBody;
 use crate::error::{PrewarmError, ProxyError};
 use crate::exchange::{deadline, read_body};
-use crate::listing::OwnRead;
+use crate::listing::{self, OwnRead};
 use crate::outcome::Handled;
 use crate::respond::json;
-use crate::routes::{table, Generation, PathPattern, ReadRoute};
+use crate::routes::{table, Generation, ReadRoute};
 use crate::state::State;
 
 /// Most queries one prewarm may ask for.
@@ -79,7 +79,7 @@ impl Prewarm {
                        "top_k": self.top_k, "min_similarity": self.min_similarity, "include_categories": null}),
             ),
             Generation::V3 => {
-                let mut body = self.ids();
+                let mut body = listing::ids(&self.user_id, self.agent_id.as_deref());
                 body["query"] = json!(query);
                 (&table::V3_RETRIEVE, body)
             }
@@ -89,12 +89,7 @@ impl Prewarm {
             ),
             Generation::Server => (&table::SERVER_RETRIEVE, json!({ "query": query })),
         };
-        let route = ReadRoute(row);
-        let path = match route.path {
-            PathPattern::Suffix(path) | PathPattern::Root(path) => path,
-            PathPattern::Task(_) | PathPattern::RootTask(_) => "",
-        };
-        OwnRead::post(route, format!("{}{path}", self.base()), &body)
+        OwnRead::post(ReadRoute(row), self.base(), &body)
     }
 
     /// The base path the generation's rows' paths follow: memu-py 0.1.8's `/api/v1` (the rows
@@ -104,15 +99,6 @@ impl Prewarm {
             Generation::V1 => "/api/v1",
             Generation::V3 | Generation::V4 | Generation::Server => "",
         }
-    }
-
-    /// `{"user_id", "agent_id"?}`: memu-sdk omits a missing agent rather than send null.
-    fn ids(&self) -> Value {
-        let mut ids = json!({ "user_id": self.user_id });
-        if let Some(agent) = self.agent_id.as_deref().filter(|a| !a.is_empty()) {
-            ids["agent_id"] = json!(agent);
-        }
-        ids
     }
 }
 

@@ -1,7 +1,7 @@
 //! Where a memorize's scopes are re-warmed once it succeeds (`listing.rs` does it): which read
 //! of its generation, under which base path. Pure, beside the mirror the re-warm refills.
 
-use crate::routes::{table, Generation, PathPattern, ReadRoute, WriteKind, WriteRoute};
+use crate::routes::{table, Generation, ReadRoute, WriteKind, WriteRoute};
 
 /// Where a memorize's scopes are re-warmed once it succeeds: under its base path, with its
 /// generation's query-bearing read (whose listing and repeated reads are fetched again).
@@ -23,9 +23,7 @@ impl Rewarm {
             Generation::Server => &table::SERVER_RETRIEVE,
             Generation::V4 => return None,
         };
-        let (PathPattern::Suffix(suffix) | PathPattern::Root(suffix)) = route.path else {
-            return None;
-        };
+        let suffix = route.path.suffix()?;
         Some(Rewarm {
             query: ReadRoute(query),
             base: path.strip_suffix(suffix)?.into(),

@@ -71,6 +71,17 @@ pub enum PathPattern {
     RootTask(&'static str),
 }
 
+impl PathPattern {
+    /// The path a request of a `Suffix` or `Root` row ends with (after its base path); `None`
+    /// for task patterns, whose path also holds the task id.
+    pub fn suffix(self) -> Option<&'static str> {
+        match self {
+            PathPattern::Suffix(suffix) | PathPattern::Root(suffix) => Some(suffix),
+            PathPattern::Task(_) | PathPattern::RootTask(_) => None,
+        }
+    }
+}
+
 /// Where a request names the user and agent it reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScopeSource {
